@@ -1,0 +1,156 @@
+"""berth's command line: argv -> library calls -> one line of error or the output.
+
+Thin on purpose. Each command lives in a module imported only when that command runs,
+so `berth --version` loads almost nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+DEFAULT_ROOT = "/var/lib/berth"
+
+# command -> (module under berth.cli, function)
+COMMANDS = {
+    "run": ("run", "cmd_run"),
+    "create": ("run", "cmd_create"),
+    "start": ("run", "cmd_start"),
+    "import": ("images", "cmd_import"),
+    "images": ("images", "cmd_images"),
+    "rmi": ("images", "cmd_rmi"),
+    "tag": ("images", "cmd_tag"),
+    "ps": ("containers", "cmd_ps"),
+    "rm": ("containers", "cmd_rm"),
+    "inspect": ("containers", "cmd_inspect"),
+    "version": ("system", "cmd_version"),
+    "info": ("system", "cmd_info"),
+}
+# `berth image ls`, `berth container rm`, ... as Docker's management commands
+GROUPS = {
+    "image": {"ls": "images", "list": "images", "rm": "rmi", "remove": "rmi", "import": "import",
+              "inspect": ("images", "cmd_image_inspect"), "tag": "tag"},
+    "container": {"ls": "ps", "list": "ps", "ps": "ps", "rm": "rm", "remove": "rm", "run": "run",
+                  "create": "create", "start": "start",
+                  "inspect": ("containers", "cmd_container_inspect")},
+    "system": {"info": "info"},
+}
+# errors of these commands exit 125 like docker run's; other commands exit 1
+ENGINE_EXIT_COMMANDS = ("run", "create", "start")
+
+HELP = """Usage:  berth [OPTIONS] COMMAND
+
+A container engine: Docker's commands, written in Python.
+
+Options:
+      --root string   Root directory of berth's state (default "/var/lib/berth", or $BERTH_ROOT)
+  -D, --debug         Show tracebacks of errors
+  -v, --version       Print version information and quit
+
+Commands:
+  run         Create and run a new container from an image
+  create      Create a new container
+  start       Start a created container
+  ps          List containers
+  rm          Remove one or more containers
+  inspect     Return low-level information on containers or images
+  import      Import the contents from a tarball to create a filesystem image
+  images      List images
+  rmi         Remove one or more images
+  tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+  version     Show the berth version information
+  info        Display system-wide information
+
+Management commands:
+  image       Manage images (ls, rm, import, inspect, tag)
+  container   Manage containers (ls, rm, run, create, start, inspect)
+  system      Manage berth (info)
+
+Run 'berth COMMAND --help' for more information on a command.
+"""
+
+
+class Globals:
+    def __init__(self) -> None:
+        self.root = os.environ.get("BERTH_ROOT") or DEFAULT_ROOT
+        self.debug = bool(os.environ.get("BERTH_DEBUG"))
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(f"berth: {message}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    g = Globals()
+    while argv and argv[0].startswith("-"):
+        arg = argv.pop(0)
+        if arg in ("-v", "--version"):
+            from berth import __version__
+
+            sys.stdout.write(f"berth version {__version__}\n")
+            return 0
+        if arg in ("-h", "--help"):
+            sys.stdout.write(HELP)
+            return 0
+        if arg in ("-D", "--debug"):
+            g.debug = True
+        elif arg == "--root" or arg.startswith("--root="):
+            value = arg.partition("=")[2] if "=" in arg else (argv.pop(0) if argv else "")
+            if not value:
+                _err("flag needs an argument: --root")
+                return 125
+            g.root = value
+        else:
+            _err(f"unknown flag: {arg}\nSee 'berth --help'.")
+            return 125
+    if not argv:
+        sys.stdout.write(HELP)
+        return 0
+    command = argv.pop(0)
+    target = COMMANDS.get(command)
+    if command in GROUPS:
+        if not argv or argv[0] in ("-h", "--help"):
+            sys.stdout.write(f"Usage:  berth {command} COMMAND\n\nCommands: "
+                             + ", ".join(sorted(GROUPS[command])) + "\n")
+            return 0
+        sub = argv.pop(0)
+        alias = GROUPS[command].get(sub)
+        if alias is None:
+            _err(f"'{command} {sub}' is not a berth command.\nSee 'berth {command} --help'")
+            return 1
+        target = alias if isinstance(alias, tuple) else COMMANDS[alias]
+        command = alias if isinstance(alias, str) else f"{command} {sub}"
+    if target is None:
+        _err(f"'{command}' is not a berth command.\nSee 'berth --help'")
+        return 1
+    module_name, func_name = target
+    from berth.errors import BerthError
+    from berth.cli.flags import UsageError
+
+    try:
+        module = __import__(f"berth.cli.{module_name}", fromlist=[func_name])
+        return getattr(module, func_name)(g, argv) or 0
+    except UsageError as exc:
+        _err(f"{exc}\nSee 'berth {command} --help'.")
+        return 125
+    except BerthError as exc:
+        if g.debug:
+            import traceback
+
+            traceback.print_exc()
+        _err(str(exc))
+        return exc.exit_code if command in ENGINE_EXIT_COMMANDS else 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:
+        # an unexpected host failure (disk full, permission): one line, no traceback
+        if g.debug:
+            import traceback
+
+            traceback.print_exc()
+        _err(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        return 125 if command in ENGINE_EXIT_COMMANDS else 1

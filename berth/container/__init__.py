@@ -1,0 +1,402 @@
+"""The engine's containers: create from an image, start, record the exit, remove.
+
+A container's record (container.json) is shaped like `docker inspect` output from the
+start, so a Docker Engine API layer can serve it nearly as is. The process that starts
+a container and waits for it (the CLI for a foreground run) is its monitor; its pid and
+start time are recorded so any berth command can tell a live container from one whose
+monitor died (the container dies with it, by PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from berth import errors
+from berth.container import spec as specmod
+from berth.container import users
+from berth.container.store import ZERO_TIME, ContainerStore
+from berth.image import Image, ImageStore, now_rfc3339
+from berth.oci import runtime as rt
+from berth.snapshot import overlay_mount, read_layered
+
+HOSTS_BASE = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+              "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
+              "ff02::2\tip6-allrouters\n")
+DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")
+
+
+def _proc_start(pid: int) -> int | None:
+    """The start time of `pid` in clock ticks since boot: tells a pid from its reuse."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return int(raw[raw.rindex(b")") + 2:].split()[19])
+
+
+def resolv_conf(host_text: str, dns: tuple[str, ...] = (), search: tuple[str, ...] = (),
+                options: tuple[str, ...] = (), host_network: bool = False) -> str:
+    """The container's resolv.conf: the host's, minus loopback servers it cannot reach."""
+    servers, searches, opts = [], [], []
+    for line in host_text.splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith(("#", ";")):
+            continue
+        if fields[0] == "nameserver" and len(fields) > 1:
+            if host_network or not (fields[1].startswith("127.") or fields[1] == "::1"):
+                servers.append(fields[1])
+        elif fields[0] in ("search", "domain"):
+            searches = fields[1:]
+        elif fields[0] == "options":
+            opts += fields[1:]
+    servers = list(dns) or servers or list(DEFAULT_DNS)
+    searches = list(search) or searches
+    opts = list(options) or opts
+    out = "".join(f"nameserver {s}\n" for s in servers)
+    if searches:
+        out += "search " + " ".join(searches) + "\n"
+    if opts:
+        out += "options " + " ".join(opts) + "\n"
+    return out
+
+
+def host_devices() -> tuple[rt.Device, ...]:
+    """Every device node of the host, for --privileged."""
+    import stat
+
+    out = []
+    for dirpath, dirnames, filenames in os.walk("/dev"):
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in
+                       ("/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/.lxc", "/dev/.udev")]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if path in ("/dev/console", "/dev/ptmx", "/dev/tty"):
+                continue
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
+                out.append(rt.Device(kind, path, os.major(st.st_rdev), os.minor(st.st_rdev),
+                                     stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid))
+    return tuple(out)
+
+
+class Containers:
+    def __init__(self, root: str, images: ImageStore) -> None:
+        self.root = root
+        self.images = images
+        self.store = ContainerStore(root)
+        self.seccomp_cache = os.path.join(root, "cache", "seccomp")
+
+    # --- create ----------------------------------------------------------------------
+
+    def create(self, image: Image, opts: specmod.RunOptions, *, name: str | None = None,
+               image_ref: str | None = None, auto_remove: bool = False,
+               seccomp_profile_text: str | None = None) -> dict:
+        store = self.store
+        store.ensure()
+        lowerdirs = self.images.ensure_unpacked(image)
+        cid = os.urandom(32).hex()
+        if name is None:
+            from berth.container import names
+
+            name = names.generate(lambda n: os.path.lexists(os.path.join(store.names, n)))
+        store.reserve_name(name, cid)
+        cdir = store.dir(cid)
+        try:
+            os.makedirs(cdir, mode=0o710)
+            for sub in ("diff", "work", "merged"):
+                os.mkdir(os.path.join(cdir, sub), 0o755)
+            record = self._build(image, opts, cid, name, cdir, lowerdirs, image_ref, auto_remove,
+                                 seccomp_profile_text)
+            store.write(record)
+        except BaseException:
+            store.delete(cid, name)
+            raise
+        return record
+
+    def _build(self, image: Image, opts: specmod.RunOptions, cid: str, name: str, cdir: str,
+               lowerdirs: list[str], image_ref: str | None, auto_remove: bool,
+               seccomp_profile_text: str | None) -> dict:
+        cfg = image.config.config
+        layers = [os.path.join(cdir, "diff")] + lowerdirs
+        passwd = read_layered(layers, "/etc/passwd")
+        group = read_layered(layers, "/etc/group")
+        user = users.resolve(opts.user if opts.user is not None else cfg.user, 
+                             passwd.decode(errors="replace") if passwd else None,
+                             group.decode(errors="replace") if group else None, opts.group_add)
+        host_net = opts.network == "host"
+        paths = {n: os.path.join(cdir, n) for n in ("hostname", "hosts", "resolv.conf")}
+        ctx = specmod.Context(
+            container_id=cid, rootfs=os.path.join(cdir, "merged"),
+            hostname_file=paths["hostname"], hosts_file=paths["hosts"],
+            resolv_file=paths["resolv.conf"], ncpus=os.cpu_count() or 1,
+            host_devices=host_devices() if opts.privileged else (),
+            host_hostname=os.uname().nodename,
+        )
+        spec = specmod.build(cfg, opts, user, ctx)
+        if spec.linux.seccomp is None and not (opts.privileged or opts.seccomp_unconfined):
+            spec = _with_seccomp(spec, seccomp_profile_text)
+        _write(paths["hostname"], spec.hostname + "\n")
+        try:
+            with open("/etc/resolv.conf") as f:
+                host_resolv = f.read()
+        except OSError:
+            host_resolv = ""
+        _write(paths["resolv.conf"], resolv_conf(host_resolv, host_network=host_net))
+        hosts = HOSTS_BASE
+        if host_net:
+            try:
+                with open("/etc/hosts") as f:
+                    hosts = f.read()
+            except OSError:
+                pass
+        _write(paths["hosts"], hosts)
+        _write(os.path.join(cdir, "config.json"), spec.to_json(indent=2).decode())
+        created = now_rfc3339()
+        return {
+            "Id": cid,
+            "Created": created,
+            "Path": spec.process.args[0],
+            "Args": list(spec.process.args[1:]),
+            "State": {"Status": "created", "Running": False, "Paused": False, "Restarting": False,
+                      "OOMKilled": False, "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "",
+                      "StartedAt": ZERO_TIME, "FinishedAt": ZERO_TIME},
+            "Image": image.id,
+            "ResolvConfPath": paths["resolv.conf"],
+            "HostnamePath": paths["hostname"],
+            "HostsPath": paths["hosts"],
+            "LogPath": "",
+            "Name": "/" + name,
+            "RestartCount": 0,
+            "Driver": "overlay",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": None,
+            "HostConfig": _host_config(opts, auto_remove),
+            "GraphDriver": {"Name": "overlay", "Data": {
+                "LowerDir": ":".join(lowerdirs), "UpperDir": os.path.join(cdir, "diff"),
+                "WorkDir": os.path.join(cdir, "work"), "MergedDir": os.path.join(cdir, "merged")}},
+            "Mounts": [{"Type": "bind", "Source": b.source, "Destination": b.destination,
+                        "Mode": "ro" if b.readonly else "", "RW": not b.readonly,
+                        "Propagation": b.propagation} for b in opts.binds]
+                      + [{"Type": "tmpfs", "Source": "", "Destination": d, "Mode": o, "RW": True,
+                          "Propagation": ""} for d, o in opts.tmpfs],
+            "Config": {
+                "Hostname": spec.hostname, "Domainname": opts.domainname or "",
+                "User": opts.user if opts.user is not None else (cfg.user or ""),
+                "AttachStdin": opts.interactive, "AttachStdout": True, "AttachStderr": True,
+                "Tty": opts.tty, "OpenStdin": opts.interactive, "StdinOnce": opts.interactive,
+                "Env": list(spec.process.env),
+                "Cmd": list(opts.command) if opts.command else (list(cfg.cmd) if cfg.cmd and
+                                                                opts.entrypoint is None else None),
+                "Image": image_ref or image.id,
+                "Volumes": cfg.volumes,
+                "WorkingDir": opts.workdir or cfg.working_dir or "",
+                "Entrypoint": list(opts.entrypoint) if opts.entrypoint is not None else
+                (list(cfg.entrypoint) if cfg.entrypoint else None),
+                "OnBuild": list(cfg.on_build) or None,
+                "Labels": cfg.labels or {},
+            },
+            "NetworkSettings": {"Networks": {} if opts.network in ("none", "default")
+                                else {}, "Ports": {}, "SandboxKey": "",
+                                "IPAddress": "", "Gateway": "", "MacAddress": ""},
+            "Berth": {"ImageChain": image.chain_ids, "Init": opts.init},
+        }
+
+    # --- run -------------------------------------------------------------------------
+
+    def start(self, cid: str, stdio, *, console_size=None):
+        """Start the container's process with this process as its monitor."""
+        from berth.runtime import ContainerProcess
+
+        record = self.store.read(cid)
+        if record["State"]["Running"] and self._monitor_alive(record):
+            raise errors.Conflict(f"container {cid[:12]} is already running")
+        cdir = self.store.dir(cid)
+        with open(os.path.join(cdir, "config.json"), "rb") as f:
+            spec = rt.Spec.from_json(f.read())
+        lowerdirs = self.images.snapshots.lowerdirs(record["Berth"]["ImageChain"])
+        mount = overlay_mount(lowerdirs, os.path.join(cdir, "diff"), os.path.join(cdir, "work"))
+        proc = ContainerProcess(spec, cgroup_path=spec.linux.cgroups_path, rootfs_mounts=(mount,),
+                                stdio=stdio, init=record["Berth"].get("Init", False),
+                                seccomp_cache=self.seccomp_cache, console_size=console_size)
+        try:
+            pid = proc.start()
+        except errors.BerthError as exc:
+            self._set_state(cid, Status="exited" if record["State"]["StartedAt"] != ZERO_TIME
+                            else "created", Error=str(exc),
+                            ExitCode=getattr(exc, "exit_code", 125) if
+                            isinstance(exc, errors.CommandNotFound) else 125)
+            raise
+        self._set_state(cid, Status="running", Running=True, Pid=pid, ExitCode=0, Error="",
+                        OOMKilled=False, StartedAt=now_rfc3339(), FinishedAt=ZERO_TIME,
+                        _monitor=[os.getpid(), _proc_start(os.getpid())])
+        return proc
+
+    def finish(self, cid: str, status) -> None:
+        self._set_state(cid, Status="exited", Running=False, Pid=0, ExitCode=status.code,
+                        OOMKilled=status.oom_killed, FinishedAt=now_rfc3339(), _monitor=None)
+
+    def _set_state(self, cid: str, **changes) -> None:
+        try:
+            with self.store.lock(cid):
+                record = self.store.read(cid)
+                monitor = changes.pop("_monitor", False)
+                record["State"].update(changes)
+                if monitor is not False:
+                    record["Berth"]["Monitor"] = monitor
+                self.store.write(record)
+        except errors.NotFound:
+            pass  # removed meanwhile (rm -f); nothing left to record
+
+    def _monitor_alive(self, record: dict) -> bool:
+        monitor = record.get("Berth", {}).get("Monitor")
+        if not monitor:
+            return False
+        pid, started = monitor
+        return _proc_start(pid) == started
+
+    def reconcile(self, record: dict) -> dict:
+        """A record that says running while its monitor is gone: the container died with it."""
+        state = record["State"]
+        if state["Running"] and not self._monitor_alive(record):
+            cid = record["Id"]
+            _remove_stale_cgroup(cid)
+            self._set_state(cid, Status="exited", Running=False, Pid=0, ExitCode=137,
+                            Error="the container's monitor process died", FinishedAt=now_rfc3339(),
+                            _monitor=None)
+            record = self.store.read(cid)
+        return record
+
+    # --- queries ---------------------------------------------------------------------
+
+    def get(self, ref: str) -> dict:
+        return self.reconcile(self.store.read(self.store.lookup(ref)))
+
+    def list(self) -> list[dict]:
+        out = []
+        for cid in self.store.ids():
+            try:
+                out.append(self.reconcile(self.store.read(cid)))
+            except errors.NotFound:
+                continue
+        out.sort(key=lambda r: r["Created"], reverse=True)
+        return out
+
+    def users_of(self, image_id: str) -> list[str]:
+        return [r["Id"] for r in self.list() if r["Image"] == image_id]
+
+    # --- remove ----------------------------------------------------------------------
+
+    def remove(self, ref: str, force: bool = False) -> str:
+        cid = self.store.lookup(ref)
+        record = self.get(cid)
+        if record["State"]["Running"]:
+            if not force:
+                raise errors.Conflict(
+                    f"cannot remove container \"{record['Name']}\": container is running: stop the "
+                    "container before removing or force remove")
+            self.kill_and_wait(record)
+        with self.store.lock(cid):
+            self.store.delete(cid, record["Name"].lstrip("/"))
+        return cid
+
+    def kill_and_wait(self, record: dict, timeout: float = 10.0) -> None:
+        pid = record["State"]["Pid"]
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            current = self.store.read(record["Id"])
+            if not current["State"]["Running"] or not self._monitor_alive(current):
+                return
+            time.sleep(0.01)
+        raise errors.Unavailable(f"container {record['Id'][:12]} did not stop within {timeout:.0f}s")
+
+    def inspect(self, ref: str) -> dict:
+        record = dict(self.get(ref))
+        record.pop("Berth", None)
+        return record
+
+
+def _remove_stale_cgroup(cid: str) -> None:
+    from berth.runtime import cgroups
+
+    try:
+        cg = cgroups.Cgroup(cgroups.layout(), f"berth/{cid}")
+        if not cg.procs():
+            cg.destroy()
+    except (OSError, errors.BerthError):
+        pass
+
+
+def _with_seccomp(spec: rt.Spec, profile_text: str | None) -> rt.Spec:
+    import json
+    from dataclasses import replace
+
+    from berth.runtime import seccomp
+
+    if profile_text is None:
+        profile = seccomp.default_profile()
+    else:
+        try:
+            profile = json.loads(profile_text)
+        except ValueError as exc:
+            raise errors.InvalidArgument(f"seccomp profile is not valid JSON: {exc}") from None
+    caps = spec.process.capabilities.bounding if spec.process.capabilities else ()
+    resolved = seccomp.resolve(profile, caps)
+    return replace(spec, linux=replace(spec.linux, seccomp=resolved))
+
+
+def _host_config(opts: specmod.RunOptions, auto_remove: bool) -> dict:
+    return {
+        "Binds": [f"{b.source}:{b.destination}{':ro' if b.readonly else ''}" for b in opts.binds]
+        or None,
+        "NetworkMode": "bridge" if opts.network == "default" else opts.network,
+        "AutoRemove": auto_remove,
+        "Privileged": opts.privileged,
+        "ReadonlyRootfs": opts.read_only,
+        "CapAdd": list(opts.cap_add) or None,
+        "CapDrop": list(opts.cap_drop) or None,
+        "SecurityOpt": (["no-new-privileges"] if opts.no_new_privileges else [])
+        + (["seccomp=unconfined"] if opts.seccomp_unconfined else []) or None,
+        "Memory": opts.memory or 0,
+        "MemorySwap": opts.memory_swap if opts.memory_swap is not None else
+        ((opts.memory * 2) if opts.memory else 0),
+        "MemoryReservation": opts.memory_reservation or 0,
+        "NanoCpus": int(opts.cpus * 1e9) if opts.cpus else 0,
+        "CpuShares": opts.cpu_shares or 0,
+        "CpuPeriod": opts.cpu_period or 0,
+        "CpuQuota": opts.cpu_quota or 0,
+        "CpusetCpus": opts.cpuset_cpus or "",
+        "CpusetMems": opts.cpuset_mems or "",
+        "PidsLimit": opts.pids_limit,
+        "OomKillDisable": opts.oom_kill_disable,
+        "Tmpfs": {d: o for d, o in opts.tmpfs} or None,
+        "Ulimits": [{"Name": u.type.removeprefix("RLIMIT_").lower(), "Soft": u.soft, "Hard": u.hard}
+                    for u in opts.ulimits] or None,
+        "Init": opts.init,
+        "ShmSize": opts.shm_size,
+        "Sysctls": opts.sysctls or None,
+        "IpcMode": opts.ipc,
+        "PidMode": "",
+        "UTSMode": "",
+        "OomScoreAdj": opts.oom_score_adj or 0,
+        "GroupAdd": list(opts.group_add) or None,
+    }
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)

@@ -1,0 +1,166 @@
+"""Unpacked layers, one directory per chain ID, shared by every image and container.
+
+    <root>/snapshots/<chainid-hex>/fs       the layer's files, whiteouts in overlayfs form
+    <root>/snapshots/<chainid-hex>/parent   the parent chain ID (absent for a base layer)
+    <root>/snapshots/<chainid-hex>/diffid   the layer's DiffID
+
+A snapshot is unpacked into ``.tmp-*`` and renamed into place once complete, so a
+killed unpack leaves no half snapshot behind. Containers get overlay mounts as data
+(:func:`overlay_mount`); only the runtime mounts them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from berth.errors import NotFound
+from berth.oci import digest as _digest
+from berth.oci.runtime import Mount
+
+
+class SnapshotStore:
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def path(self, chain_id: str) -> str:
+        return os.path.join(self.root, _digest.hex_of(chain_id))
+
+    def fs(self, chain_id: str) -> str:
+        return os.path.join(self.path(chain_id), "fs")
+
+    def exists(self, chain_id: str) -> bool:
+        return os.path.isdir(self.fs(chain_id))
+
+    def prepare(self) -> str:
+        """A fresh temporary snapshot directory (with an empty fs/) to unpack into."""
+        os.makedirs(self.root, exist_ok=True)
+        tmp = os.path.join(self.root, f".tmp-{os.getpid()}-{os.urandom(6).hex()}")
+        os.makedirs(os.path.join(tmp, "fs"), mode=0o755)
+        return tmp
+
+    def commit(self, tmp: str, chain_id: str, diff_id: str, parent: str | None) -> str:
+        with open(os.path.join(tmp, "diffid"), "w") as f:
+            f.write(diff_id)
+        if parent:
+            with open(os.path.join(tmp, "parent"), "w") as f:
+                f.write(parent)
+        _syncfs(tmp)
+        target = self.path(chain_id)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not self.exists(chain_id):
+                raise
+            # unpacked concurrently by someone else: theirs is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def abort(self, tmp: str) -> None:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def remove(self, chain_id: str) -> None:
+        path = self.path(chain_id)
+        if not os.path.exists(path):
+            return
+        trash = os.path.join(self.root, f".tmp-rm-{os.urandom(6).hex()}")
+        os.rename(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def list(self) -> list[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return ["sha256:" + n for n in names if not n.startswith(".")]
+
+    def cleanup_temporaries(self) -> None:
+        """Remove what an interrupted unpack left behind."""
+        for name in os.listdir(self.root) if os.path.isdir(self.root) else ():
+            if name.startswith(".tmp-"):
+                shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+
+    def lowerdirs(self, chain_ids: list[str]) -> list[str]:
+        """Lower directories for overlayfs, topmost first."""
+        out = []
+        for chain in reversed(chain_ids):
+            fs = self.fs(chain)
+            if not os.path.isdir(fs):
+                raise NotFound(f"layer {chain} is not unpacked")
+            out.append(fs)
+        return out
+
+
+def overlay_mount(lowerdirs: list[str], upper: str, work: str, readonly: bool = False) -> Mount:
+    """The rootfs mount for a container, as data for the runtime."""
+    if not lowerdirs:
+        # overlayfs needs a lower layer; an image from scratch gets an empty one
+        raise NotFound("an image without layers cannot be mounted")
+    options = [f"lowerdir={':'.join(lowerdirs)}", f"upperdir={upper}", f"workdir={work}"]
+    if readonly:
+        options.insert(0, "ro")
+    return Mount(destination="/", type="overlay", source="overlay", options=tuple(options))
+
+
+def _syncfs(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        from berth.linux import syscalls
+
+        syscalls().syncfs(fd)
+    finally:
+        os.close(fd)
+
+
+def read_layered(dirs: list[str], path: str, limit: int = 1 << 20) -> bytes | None:
+    """Read `path` as the merged view of `dirs` (topmost first) would show it.
+
+    For small configuration files the engine needs before any mount exists (such as
+    /etc/passwd). Symlinks are resolved inside the image, never on the host; an overlay
+    whiteout hides the file. Returns None when the file does not exist.
+    """
+    import stat as _stat
+
+    parts = [p for p in path.split("/") if p and p != "."]
+    for _hop in range(40):
+        redirected = False
+        for d in dirs:
+            current = d
+            for i, part in enumerate(parts):
+                current = os.path.join(current, part)
+                try:
+                    st = os.lstat(current)
+                except (FileNotFoundError, NotADirectoryError):
+                    break
+                if _stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                    return None  # whiteout
+                if _stat.S_ISLNK(st.st_mode):
+                    target = os.readlink(current)
+                    base = [] if target.startswith("/") else parts[:i]
+                    parts = _normalize(base + target.split("/") + parts[i + 1:])
+                    redirected = True
+                    break
+                if i == len(parts) - 1:
+                    if not _stat.S_ISREG(st.st_mode):
+                        return None
+                    fd = os.open(current, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    with os.fdopen(fd, "rb") as f:
+                        return f.read(limit)
+            if redirected:
+                break
+        if not redirected:
+            return None
+    return None
+
+
+def _normalize(parts: list[str]) -> list[str]:
+    out: list[str] = []
+    for p in parts:
+        if p in ("", "."):
+            continue
+        if p == "..":
+            if out:
+                out.pop()
+        else:
+            out.append(p)
+    return out
