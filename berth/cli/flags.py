@@ -10,15 +10,14 @@ argparse is not used: it costs start-up time and cannot express the last rule.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from berth.oci.record import Record
 
 from berth.errors import InvalidArgument
 
 BOOL, VALUE, LIST = "bool", "value", "list"
 
 
-@dataclass(frozen=True)
-class Flag:
+class Flag(Record):
     names: tuple[str, ...]
     kind: str = BOOL
     help: str = ""

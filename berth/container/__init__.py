@@ -343,7 +343,7 @@ def _remove_stale_cgroup(cid: str) -> None:
 
 def _with_seccomp(spec: rt.Spec, profile_text: str | None) -> rt.Spec:
     import json
-    from dataclasses import replace
+    from berth.oci.record import replace
 
     from berth.runtime import seccomp
 

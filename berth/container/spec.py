@@ -6,7 +6,7 @@ Each Docker behaviour is one small function here, with its own unit test
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from berth.oci.record import Record, jf
 
 from berth.container.users import ExecUser
 from berth.errors import InvalidArgument
@@ -50,16 +50,14 @@ DEFAULT_DEVICE_RULES = (
 )
 
 
-@dataclass(frozen=True)
-class BindSpec:
+class BindSpec(Record):
     source: str
     destination: str
     readonly: bool = False
     propagation: str = "rprivate"
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(Record):
     """What `run`/`create` flags ask for, already parsed and validated."""
 
     command: tuple[str, ...] = ()
@@ -95,7 +93,7 @@ class RunOptions:
     ulimits: tuple[rt.Rlimit, ...] = ()
     network: str = "default"
     init: bool = False
-    sysctls: dict = field(default_factory=dict)
+    sysctls: dict = jf(factory=dict)
     shm_size: int = DEFAULT_SHM_SIZE
     oom_score_adj: int | None = None
     ipc: str = "private"
@@ -215,8 +213,7 @@ def thermal_paths(ncpus: int) -> tuple[str, ...]:
     return tuple(f"/sys/devices/system/cpu/cpu{i}/thermal_throttle" for i in range(ncpus))
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(Record):
     """Facts about the host and the container the builder needs, gathered by the caller."""
 
     container_id: str

@@ -17,7 +17,6 @@ import fcntl
 import json
 import os
 import re
-import shutil
 
 from berth.content import write_atomic
 from berth.errors import AlreadyExists, InvalidArgument, NotFound
@@ -112,9 +111,13 @@ class ContainerStore:
             return
         if name:
             self.release_name(name, cid)
+        import shutil
+
         shutil.rmtree(trash, ignore_errors=True)
 
     def cleanup_trash(self) -> None:
+        import shutil
+
         for n in os.listdir(self.root) if os.path.isdir(self.root) else ():
             if n.startswith(".rm-"):
                 shutil.rmtree(os.path.join(self.root, n), ignore_errors=True)

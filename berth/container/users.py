@@ -7,15 +7,14 @@ an unknown numeric uid runs with gid 0 and HOME=/.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from berth.oci.record import Record
 
 from berth.errors import InvalidArgument, NotFound
 
 MAX_ID = 2**31 - 1
 
 
-@dataclass(frozen=True)
-class ExecUser:
+class ExecUser(Record):
     uid: int = 0
     gid: int = 0
     additional_gids: tuple[int, ...] = ()

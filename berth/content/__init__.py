@@ -12,7 +12,6 @@ moment leaves at most an orphan in ``ingest/``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 from berth.errors import DataLoss, NotFound
@@ -29,6 +28,8 @@ class Writer:
         fd_path = os.path.join(store.ingest_dir, os.urandom(12).hex())
         self._path = fd_path
         self._file = open(fd_path, "xb")
+        import hashlib  # OpenSSL's sha256 (~1 GB/s); loaded only when content is written
+
         self._hash = hashlib.sha256()
         self.size = 0
         self._done = False

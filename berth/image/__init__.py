@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from dataclasses import dataclass, replace
+from berth.oci.record import Record, replace
 
 from berth.content import ContentStore, write_atomic
 from berth.errors import Conflict, DataLoss, InvalidArgument, NotFound
@@ -22,8 +22,7 @@ from berth.snapshot import SnapshotStore
 ANNOTATION_CREATED = "io.berth.image.tagged"  # when the name was set (Docker's LastTagTime)
 
 
-@dataclass(frozen=True)
-class Image:
+class Image(Record):
     id: str  # config digest
     manifest_digest: str
     manifest: oci.Manifest

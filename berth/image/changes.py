@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import replace
+from berth.oci.record import replace
 
 from berth.errors import InvalidArgument
 from berth.oci.image import ContainerConfig

@@ -35,9 +35,11 @@ import hashlib
 import io
 import logging
 import os
+import queue
 import shutil
 import stat
 import tarfile
+import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
@@ -46,6 +48,7 @@ from berth.errors import BerthError, DataLoss, FailedPrecondition, InvalidArgume
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+_READ_AHEAD = 8  # chunks the reader thread may run ahead
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_CACHE = 128  # open fds of recently used directories
@@ -89,42 +92,91 @@ def apply_layer(
     if whiteouts not in ("overlay", "apply"):
         raise InvalidArgument(f"whiteouts must be 'overlay' or 'apply', not {whiteouts!r}")
     source = _TarSource(stream)
-    root = _Root(dest)
     try:
-        applier = _Applier(root, source, overlay=whiteouts == "overlay", allow_devices=allow_devices)
-        for tar, member in _members(source):
-            try:
-                applier.apply(tar, member)
-            except BerthError:
-                raise
-            except OSError as exc:
-                kind = InvalidArgument if exc.errno in _CONTENT_ERRNOS else FailedPrecondition
-                raise kind(f"layer member {member.name!r}: {exc.strerror}") from exc
-            except (ValueError, OverflowError) as exc:  # NUL in a name, absurd times or ids
-                raise InvalidArgument(f"layer member {member.name!r}: {exc}") from exc
-        applier.finish()
+        root = _Root(dest)
+        try:
+            applier = _Applier(root, source, overlay=whiteouts == "overlay", allow_devices=allow_devices)
+            for tar, member in _members(source):
+                try:
+                    applier.apply(tar, member)
+                except BerthError:
+                    raise
+                except OSError as exc:
+                    kind = InvalidArgument if exc.errno in _CONTENT_ERRNOS else FailedPrecondition
+                    raise kind(f"layer member {member.name!r}: {exc.strerror}") from exc
+                except (ValueError, OverflowError) as exc:  # NUL in a name, absurd times or ids
+                    raise InvalidArgument(f"layer member {member.name!r}: {exc}") from exc
+            applier.finish()
+        finally:
+            root.close()
+        size, digest = source.drain()
     finally:
-        root.close()
-    size, digest = source.drain()
+        source.close()
     return ApplyResult(size=size, diff_id="sha256:" + digest)
 
 
-class _StrictTarInfo(tarfile.TarInfo):
-    """Like TarInfo, but a bad header mid-archive is an error, not a silent end of archive."""
+# Header-only types plus plain regular files: everything docker/containerd/buildkit write
+# for a member without PAX or GNU extension records.
+_SIMPLE_TYPES = frozenset((b"0", b"\0", b"1", b"2", b"3", b"4", b"5", b"6", b"7"))
+
+
+class _TarInfo(tarfile.TarInfo):
+    """TarInfo with a fast path for plain ustar headers, and strict about corrupt headers.
+
+    tarfile's own ``frombuf`` costs ~14 us a header, half the time of a layer of small
+    files; plain headers are parsed here in ~5 us, identically except that uname/gname
+    are left empty (berth uses numeric ids only). Anything else (PAX, GNU long names,
+    sparse, base-256 numbers, signed checksums) goes to tarfile. A bad header in the
+    middle of an archive is DataLoss, where tarfile would quietly end the archive there.
+    """
 
     @classmethod
     def frombuf(cls, buf, encoding, errors):  # type: ignore[override]
+        kind = buf[156:157]
+        if kind in _SIMPLE_TYPES and len(buf) == tarfile.BLOCKSIZE:
+            try:
+                chksum = _octal(buf[148:156])
+                fields = [_octal(buf[a:b]) for a, b in _NUMBER_FIELDS]
+            except ValueError:
+                pass
+            else:
+                if chksum == 256 + sum(buf) - sum(buf[148:156]):
+                    return cls._plain(buf, kind, chksum, fields, encoding, errors)
         try:
             return super().frombuf(buf, encoding, errors)
         except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as exc:
             raise DataLoss(f"layer tar is corrupt: {exc}") from exc
+
+    @classmethod
+    def _plain(cls, buf, kind, chksum, fields, encoding, errors):
+        obj = cls()
+        obj.mode, obj.uid, obj.gid, obj.size, obj.mtime, obj.devmajor, obj.devminor = fields
+        obj.chksum = chksum
+        name = buf[0:100].partition(b"\0")[0].decode(encoding, errors)
+        if kind == tarfile.AREGTYPE and name.endswith("/"):
+            kind = tarfile.DIRTYPE  # old V7 form of a directory
+        if kind == tarfile.DIRTYPE:
+            name = name.rstrip("/")
+        prefix = buf[345:500].partition(b"\0")[0]
+        obj.name = prefix.decode(encoding, errors) + "/" + name if prefix else name
+        obj.type = kind
+        obj.linkname = buf[157:257].partition(b"\0")[0].decode(encoding, errors)
+        return obj
+
+
+# mode, uid, gid, size, mtime, devmajor, devminor
+_NUMBER_FIELDS = ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (329, 337), (337, 345))
+
+
+def _octal(field: bytes) -> int:
+    return int(field.partition(b"\0")[0] or b"0", 8)
 
 
 def _members(source: "_TarSource"):
     """Yields (tarfile, member) in archive order; member data is read from ``source``."""
     try:
         tar = tarfile.TarFile(
-            fileobj=source, mode="r", tarinfo=_StrictTarInfo, encoding="utf-8", errors="surrogateescape"
+            fileobj=source, mode="r", tarinfo=_TarInfo, encoding="utf-8", errors="surrogateescape"
         )
     except tarfile.ReadError as exc:
         if source.tell() == 0:  # an empty stream: a layer with no content
@@ -142,23 +194,66 @@ def _members(source: "_TarSource"):
 
 
 class _TarSource:
-    """The layer stream as tarfile sees it: forward-only, hashing every byte it pulls in."""
+    """The layer stream as tarfile sees it: forward-only, hashed as it is pulled in.
+
+    A reader thread pulls 1 MiB chunks from the stream (decompressing, if the stream does)
+    and hashes them while this thread parses and writes: zlib, sha256 and write(2) all
+    release the GIL, so on two cores the diff ID and the decompression come nearly free.
+    The thread is owned here: started by the constructor, joined by ``close``.
+    """
 
     def __init__(self, stream: BinaryIO) -> None:
-        self._read = stream.read
         self._hash = hashlib.sha256()
+        self._size = 0  # bytes pulled from the stream (and hashed)
         self._buf = b""
         self._off = 0
         self._pos = 0  # bytes handed on
-        self._size = 0  # bytes pulled from the stream (and hashed)
+        self._eof = False
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=_READ_AHEAD)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, args=(stream.read,), name="layer-read", daemon=True)
+        self._thread.start()
+
+    def _pump(self, read: Callable[[int], bytes]) -> None:
+        try:
+            while not self._stop.is_set():
+                data = read(_CHUNK)
+                if not data:
+                    break
+                self._hash.update(data)
+                self._size += len(data)
+                self._put(data)
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(exc)
+            return
+        self._put(b"")
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._chunks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Stops the reader thread (after its current read) and waits for it."""
+        self._stop.set()
+        self._thread.join()
 
     def _fill(self) -> bool:
-        data = self._read(_CHUNK)
-        if not data:
+        if self._eof:
             return False
-        self._hash.update(data)
-        self._size += len(data)
-        self._buf = data
+        item = self._chunks.get()
+        if isinstance(item, BaseException):
+            self._eof = True
+            if isinstance(item, OSError):
+                raise FailedPrecondition(f"reading the layer stream failed: {item}") from item
+            raise item
+        if not item:
+            self._eof = True
+            return False
+        self._buf = item
         self._off = 0
         return True
 
@@ -224,6 +319,7 @@ class _TarSource:
         """Reads to the end of the stream; returns (bytes read, sha256 hex) of all of it."""
         while self._fill():
             pass
+        self._thread.join()
         return self._size, self._hash.hexdigest()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
+
 
 # Namespace flags (linux/sched.h): one table, name -> CLONE_* flag.
 CLONE_NEWNS = 0x00020000
@@ -155,7 +155,7 @@ class Syscalls:
 
     def __init__(self) -> None:
         self._libc = ctypes.CDLL(None, use_errno=True)
-        self._nr = _SYSCALLS.get(platform.machine(), {})
+        self._nr = _SYSCALLS.get(os.uname().machine, {})
 
     def _check(self, ret: int, what: str) -> int:
         if ret < 0:
@@ -165,7 +165,7 @@ class Syscalls:
     def _syscall(self, name: str, *args) -> int:
         nr = self._nr.get(name)
         if nr is None:
-            raise OSError(38, f"{name}: no syscall number known for {platform.machine()}")
+            raise OSError(38, f"{name}: no syscall number known for {os.uname().machine}")
         return self._check(self._libc.syscall(nr, *args), name)
 
     def mount(self, source: str | None, target: str, fstype: str | None, flags: int = 0,

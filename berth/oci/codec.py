@@ -1,6 +1,6 @@
-"""JSON <-> frozen dataclass codec shared by every OCI structure.
+"""JSON <-> frozen record codec shared by every OCI structure.
 
-A field says its JSON name and, for nested structures, the dataclass it holds:
+A field says its JSON name and, for nested structures, the record type it holds:
 
     env: tuple[str, ...] = jf("env", default=())
     mounts: tuple[Mount, ...] = jf("mounts", of=Mount, default=())
@@ -12,24 +12,13 @@ Unknown keys are ignored on input, as the specs require of readers.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
-_EMPTY = (None, (), {}, [])
-
-
-def jf(name: str, *, of: type | None = None, default=dataclasses.MISSING, keep: bool = False):
-    """A dataclass field with its JSON name, optional nested type, and omit rule."""
-    md = {"json": name, "of": of, "keep": keep}
-    if default is dataclasses.MISSING:
-        return dataclasses.field(metadata=md)
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("use a tuple or None as default")
-    return dataclasses.field(default=default, metadata=md)
+from berth.oci.record import Record
 
 
 def _encode(value):
-    if dataclasses.is_dataclass(value):
+    if isinstance(value, Record):
         return to_dict(value)
     if isinstance(value, (tuple, list)):
         return [_encode(v) for v in value]
@@ -38,14 +27,13 @@ def _encode(value):
     return value
 
 
-def to_dict(obj) -> dict:
+def to_dict(obj: Record) -> dict:
     out = {}
-    for f in dataclasses.fields(obj):
+    for f in obj.__fields__:
         value = getattr(obj, f.name)
-        md = f.metadata
-        if not md.get("keep") and (value is None or (isinstance(value, (tuple, list, dict)) and not value)):
+        if not f.keep and (value is None or (isinstance(value, (tuple, list, dict)) and not value)):
             continue
-        out[md.get("json", f.name)] = _encode(value)
+        out[f.json] = _encode(value)
     return out
 
 
@@ -61,16 +49,18 @@ def from_dict(cls, data: dict):
     if not isinstance(data, dict):
         raise ValueError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        key = f.metadata.get("json", f.name)
-        if key in data and data[key] is not None:
-            kwargs[f.name] = _decode(f.metadata.get("of"), data[key])
-    return cls(**kwargs)
+    for f in cls.__fields__:
+        if f.json in data and data[f.json] is not None:
+            kwargs[f.name] = _decode(f.of, data[f.json])
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"{cls.__name__}: {exc}") from None
 
 
 def dumps(obj, *, indent: int | None = None) -> bytes:
     """Canonical bytes: compact, keys in field order. These are the bytes that get digested."""
-    data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
+    data = to_dict(obj) if isinstance(obj, Record) else obj
     if indent:
         return json.dumps(data, indent=indent).encode()
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,4 +1,4 @@
-"""OCI image-spec structures (and their Docker schema2 twins) as frozen dataclasses.
+"""OCI image-spec structures (and their Docker schema2 twins) as frozen records (berth.oci.record).
 
 Docker schema2 and OCI documents have the same shape; only media types differ, so one
 set of types reads both. ``to_json()`` returns the canonical bytes berth digests when it
@@ -7,9 +7,9 @@ writes a document; documents received from elsewhere are stored byte for byte.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-from berth.oci.codec import dumps, jf, loads
+from berth.oci.codec import dumps, loads
+from berth.oci.record import Record, jf
 
 # media types
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -40,16 +40,14 @@ LAYER_COMPRESSION = {
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 
 
-@dataclass(frozen=True)
-class Platform:
+class Platform(Record):
     architecture: str = jf("architecture")
     os: str = jf("os")
     variant: str | None = jf("variant", default=None)
     os_version: str | None = jf("os.version", default=None)
 
 
-@dataclass(frozen=True)
-class Descriptor:
+class Descriptor(Record):
     media_type: str = jf("mediaType")
     digest: str = jf("digest")
     size: int = jf("size", keep=True)
@@ -58,8 +56,7 @@ class Descriptor:
     artifact_type: str | None = jf("artifactType", default=None)
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(Record):
     config: Descriptor = jf("config", of=Descriptor)
     layers: tuple[Descriptor, ...] = jf("layers", of=Descriptor, default=(), keep=True)
     schema_version: int = jf("schemaVersion", default=2)
@@ -76,8 +73,7 @@ class Manifest:
         return loads(cls, raw)
 
 
-@dataclass(frozen=True)
-class Index:
+class Index(Record):
     manifests: tuple[Descriptor, ...] = jf("manifests", of=Descriptor, default=(), keep=True)
     schema_version: int = jf("schemaVersion", default=2)
     media_type: str | None = jf("mediaType", default=OCI_INDEX)
@@ -91,8 +87,7 @@ class Index:
         return loads(cls, raw)
 
 
-@dataclass(frozen=True)
-class HealthConfig:
+class HealthConfig(Record):
     test: tuple[str, ...] = jf("Test", default=())
     interval: int | None = jf("Interval", default=None)
     timeout: int | None = jf("Timeout", default=None)
@@ -100,8 +95,7 @@ class HealthConfig:
     retries: int | None = jf("Retries", default=None)
 
 
-@dataclass(frozen=True)
-class ContainerConfig:
+class ContainerConfig(Record):
     """The `config` member of an image config: the defaults a container starts with."""
 
     user: str | None = jf("User", default=None)
@@ -118,14 +112,12 @@ class ContainerConfig:
     shell: tuple[str, ...] = jf("Shell", default=())
 
 
-@dataclass(frozen=True)
-class RootFS:
+class RootFS(Record):
     diff_ids: tuple[str, ...] = jf("diff_ids", default=(), keep=True)
     type: str = jf("type", default="layers")
 
 
-@dataclass(frozen=True)
-class History:
+class History(Record):
     created: str | None = jf("created", default=None)
     created_by: str | None = jf("created_by", default=None)
     author: str | None = jf("author", default=None)
@@ -133,8 +125,7 @@ class History:
     empty_layer: bool | None = jf("empty_layer", default=None)
 
 
-@dataclass(frozen=True)
-class ImageConfig:
+class ImageConfig(Record):
     architecture: str = jf("architecture")
     os: str = jf("os")
     rootfs: RootFS = jf("rootfs", of=RootFS)

@@ -9,7 +9,7 @@ A first path component is a registry host when it contains a dot or a colon, or 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from berth.oci.record import Record
 
 from berth.errors import InvalidArgument
 
@@ -28,8 +28,7 @@ _ID_RE = re.compile(r"^[a-f0-9]{64}$")
 NAME_TOTAL_MAX = 255
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(Record):
     registry: str
     repository: str
     tag: str | None = None

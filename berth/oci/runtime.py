@@ -1,4 +1,4 @@
-"""OCI runtime-spec (config.json) as typed, frozen dataclasses.
+"""OCI runtime-spec (config.json) as typed, frozen records (berth.oci.record).
 
 Only the parts berth produces or consumes are modelled; readers ignore the rest, as the
 spec allows. ``to_json()`` gives a valid config.json.
@@ -6,29 +6,26 @@ spec allows. ``to_json()`` gives a valid config.json.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-from berth.oci.codec import dumps, jf, loads
+from berth.oci.codec import dumps, loads
+from berth.oci.record import Record, jf
 
 OCI_VERSION = "1.1.0"
 
 
-@dataclass(frozen=True)
-class User:
+class User(Record):
     uid: int = jf("uid", default=0, keep=True)
     gid: int = jf("gid", default=0, keep=True)
     umask: int | None = jf("umask", default=None)
     additional_gids: tuple[int, ...] = jf("additionalGids", default=())
 
 
-@dataclass(frozen=True)
-class Box:
+class Box(Record):
     height: int = jf("height", default=0, keep=True)
     width: int = jf("width", default=0, keep=True)
 
 
-@dataclass(frozen=True)
-class Capabilities:
+class Capabilities(Record):
     bounding: tuple[str, ...] = jf("bounding", default=(), keep=True)
     effective: tuple[str, ...] = jf("effective", default=(), keep=True)
     inheritable: tuple[str, ...] = jf("inheritable", default=(), keep=True)
@@ -36,15 +33,13 @@ class Capabilities:
     ambient: tuple[str, ...] = jf("ambient", default=(), keep=True)
 
 
-@dataclass(frozen=True)
-class Rlimit:
+class Rlimit(Record):
     type: str = jf("type")
     hard: int = jf("hard")
     soft: int = jf("soft")
 
 
-@dataclass(frozen=True)
-class Process:
+class Process(Record):
     args: tuple[str, ...] = jf("args")
     cwd: str = jf("cwd", default="/")
     env: tuple[str, ...] = jf("env", default=())
@@ -57,35 +52,30 @@ class Process:
     oom_score_adj: int | None = jf("oomScoreAdj", default=None)
 
 
-@dataclass(frozen=True)
-class Root:
+class Root(Record):
     path: str = jf("path")
     readonly: bool = jf("readonly", default=False)
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(Record):
     destination: str = jf("destination")
     type: str | None = jf("type", default=None)
     source: str | None = jf("source", default=None)
     options: tuple[str, ...] = jf("options", default=())
 
 
-@dataclass(frozen=True)
-class Namespace:
+class Namespace(Record):
     type: str = jf("type")
     path: str | None = jf("path", default=None)
 
 
-@dataclass(frozen=True)
-class IDMapping:
+class IDMapping(Record):
     container_id: int = jf("containerID")
     host_id: int = jf("hostID")
     size: int = jf("size")
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(Record):
     type: str = jf("type")
     path: str = jf("path")
     major: int = jf("major", default=0, keep=True)
@@ -95,8 +85,7 @@ class Device:
     gid: int | None = jf("gid", default=None)
 
 
-@dataclass(frozen=True)
-class DeviceRule:
+class DeviceRule(Record):
     allow: bool = jf("allow", keep=True)
     type: str | None = jf("type", default=None)  # a, c, b; None means all
     major: int | None = jf("major", default=None)  # None means any (*)
@@ -104,8 +93,7 @@ class DeviceRule:
     access: str | None = jf("access", default=None)  # subset of "rwm"
 
 
-@dataclass(frozen=True)
-class Memory:
+class Memory(Record):
     limit: int | None = jf("limit", default=None)
     reservation: int | None = jf("reservation", default=None)
     swap: int | None = jf("swap", default=None)  # memory+swap, as in the spec
@@ -113,8 +101,7 @@ class Memory:
     disable_oom_killer: bool | None = jf("disableOOMKiller", default=None)
 
 
-@dataclass(frozen=True)
-class CPU:
+class CPU(Record):
     shares: int | None = jf("shares", default=None)
     quota: int | None = jf("quota", default=None)
     period: int | None = jf("period", default=None)
@@ -122,37 +109,32 @@ class CPU:
     mems: str | None = jf("mems", default=None)
 
 
-@dataclass(frozen=True)
-class Pids:
+class Pids(Record):
     limit: int = jf("limit", keep=True)
 
 
-@dataclass(frozen=True)
-class Resources:
+class Resources(Record):
     devices: tuple[DeviceRule, ...] = jf("devices", of=DeviceRule, default=())
     memory: Memory | None = jf("memory", of=Memory, default=None)
     cpu: CPU | None = jf("cpu", of=CPU, default=None)
     pids: Pids | None = jf("pids", of=Pids, default=None)
 
 
-@dataclass(frozen=True)
-class SeccompArg:
+class SeccompArg(Record):
     index: int = jf("index", keep=True)
     value: int = jf("value", keep=True)
     op: str = jf("op")
     value_two: int = jf("valueTwo", default=0)
 
 
-@dataclass(frozen=True)
-class SeccompSyscall:
+class SeccompSyscall(Record):
     names: tuple[str, ...] = jf("names")
     action: str = jf("action")
     errno_ret: int | None = jf("errnoRet", default=None)
     args: tuple[SeccompArg, ...] = jf("args", of=SeccompArg, default=())
 
 
-@dataclass(frozen=True)
-class Seccomp:
+class Seccomp(Record):
     default_action: str = jf("defaultAction")
     default_errno_ret: int | None = jf("defaultErrnoRet", default=None)
     architectures: tuple[str, ...] = jf("architectures", default=())
@@ -160,8 +142,7 @@ class Seccomp:
     syscalls: tuple[SeccompSyscall, ...] = jf("syscalls", of=SeccompSyscall, default=())
 
 
-@dataclass(frozen=True)
-class Linux:
+class Linux(Record):
     namespaces: tuple[Namespace, ...] = jf("namespaces", of=Namespace, default=())
     uid_mappings: tuple[IDMapping, ...] = jf("uidMappings", of=IDMapping, default=())
     gid_mappings: tuple[IDMapping, ...] = jf("gidMappings", of=IDMapping, default=())
@@ -175,8 +156,7 @@ class Linux:
     readonly_paths: tuple[str, ...] = jf("readonlyPaths", default=())
 
 
-@dataclass(frozen=True)
-class Spec:
+class Spec(Record):
     process: Process = jf("process", of=Process)
     root: Root = jf("root", of=Root)
     oci_version: str = jf("ociVersion", default=OCI_VERSION)

@@ -18,7 +18,7 @@ import json
 import os
 import signal
 import struct
-from dataclasses import dataclass
+from berth.oci.record import Record
 
 from berth import errors
 from berth import linux as L
@@ -26,15 +26,13 @@ from berth.oci.runtime import Mount, Spec
 from berth.runtime import cgroups
 
 
-@dataclass(frozen=True)
-class ExitStatus:
+class ExitStatus(Record):
     code: int
     signal: int | None = None
     oom_killed: bool = False
 
 
-@dataclass(frozen=True)
-class Stdio:
+class Stdio(Record):
     """File descriptors the container's process gets; None means /dev/null."""
 
     stdin: int | None = None

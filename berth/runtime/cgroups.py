@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from dataclasses import dataclass
+from berth.oci.record import Record
 
 from berth.errors import FailedPrecondition, InvalidArgument
 from berth.oci.runtime import Resources
@@ -25,8 +25,7 @@ V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "b
                   "net_cls", "net_prio", "perf_event", "hugetlb", "rdma", "misc", "name=systemd")
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(Record):
     """Where each hierarchy is mounted. v1 maps controller -> mountpoint."""
 
     unified: str | None  # cgroup2 mountpoint, if any

@@ -12,7 +12,7 @@ killed unpack leaves no half snapshot behind. Containers get overlay mounts as d
 from __future__ import annotations
 
 import os
-import shutil
+
 
 from berth.errors import NotFound
 from berth.oci import digest as _digest
@@ -53,10 +53,14 @@ class SnapshotStore:
             if not self.exists(chain_id):
                 raise
             # unpacked concurrently by someone else: theirs is as good as ours
+            import shutil
+
             shutil.rmtree(tmp, ignore_errors=True)
         return target
 
     def abort(self, tmp: str) -> None:
+        import shutil
+
         shutil.rmtree(tmp, ignore_errors=True)
 
     def remove(self, chain_id: str) -> None:
@@ -65,6 +69,8 @@ class SnapshotStore:
             return
         trash = os.path.join(self.root, f".tmp-rm-{os.urandom(6).hex()}")
         os.rename(path, trash)
+        import shutil
+
         shutil.rmtree(trash, ignore_errors=True)
 
     def list(self) -> list[str]:
@@ -78,6 +84,8 @@ class SnapshotStore:
         """Remove what an interrupted unpack left behind."""
         for name in os.listdir(self.root) if os.path.isdir(self.root) else ():
             if name.startswith(".tmp-"):
+                import shutil
+
                 shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
 
     def lowerdirs(self, chain_ids: list[str]) -> list[str]:

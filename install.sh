@@ -1,0 +1,18 @@
+#!/bin/sh
+# Install berth and what it needs on a Debian 12 machine, as root. Idempotent.
+set -eu
+cd "$(dirname "$0")"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install.sh: run as root (berth creates namespaces, mounts and cgroups)" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# busybox-static: the offline base image; libseccomp2: seccomp compiler; python3-venv: the venv
+apt-get install -y -q --no-install-recommends \
+    python3 python3-venv busybox-static libseccomp2 ca-certificates tar gzip xz-utils
+# Debian's interpreter, not whatever python3 is first on PATH: the venv must outlive shells
+/usr/bin/python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check '.[test]'
+ln -sf "$PWD/.venv/bin/berth" /usr/local/bin/berth
+echo "berth installed: $(/usr/local/bin/berth --version)"

@@ -1,0 +1,131 @@
+"""Shared fixtures: a throw-away berth root with a real busybox image, and a CLI runner.
+
+Integration tests drive the real CLI (``python -m berth``, from this working tree) as
+root, in real namespaces, and check from inside the container with busybox applets.
+After every test that uses the root, nothing of berth's may remain mounted and no
+per-container cgroup may remain: a leak fails the test that caused it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env(root: str) -> dict:
+    env = dict(os.environ)
+    env["BERTH_ROOT"] = root
+    env["PYTHONPATH"] = REPO
+    env.pop("BERTH_DEBUG", None)
+    return env
+
+
+class Berth:
+    """Runs the berth CLI against one root."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.env = _env(root)
+
+    def cmd(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "berth", *args]
+
+    def __call__(self, *args: str, input: bytes | str | None = None, check: bool = True,
+                 timeout: float = 120) -> subprocess.CompletedProcess:
+        if isinstance(input, str):
+            input = input.encode()
+        proc = subprocess.run(self.cmd(*args), env=self.env, input=input, capture_output=True,
+                              timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"berth {' '.join(args)} exited {proc.returncode}\n"
+                                 f"stdout: {proc.stdout.decode(errors='replace')}\n"
+                                 f"stderr: {proc.stderr.decode(errors='replace')}")
+        return proc
+
+    def out(self, *args: str, **kw) -> str:
+        return self(*args, **kw).stdout.decode()
+
+    def popen(self, *args: str, **kw) -> subprocess.Popen:
+        return subprocess.Popen(self.cmd(*args), env=self.env, **kw)
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("busybox") / "busybox.tar")
+    subprocess.run([os.path.join(REPO, "scripts", "busybox-rootfs.sh"), path], check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def session_root(tmp_path_factory, busybox_tar) -> str:
+    root = str(tmp_path_factory.mktemp("berth-root"))
+    Berth(root)("import", "-c", 'CMD ["sh"]', busybox_tar, "busybox")
+    return root
+
+
+def berth_mounts(root: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if root in line]
+
+
+def berth_cgroups() -> list[str]:
+    """Per-container cgroups berth created and did not remove."""
+    out = []
+    base = "/sys/fs/cgroup"
+    for entry in os.listdir(base):
+        path = os.path.join(base, entry, "berth")
+        if os.path.isdir(path):
+            out += [os.path.join(path, c) for c in os.listdir(path)
+                    if os.path.isdir(os.path.join(path, c))]
+    if os.path.exists(os.path.join(base, "cgroup.controllers")):  # pure cgroup v2
+        path = os.path.join(base, "berth")
+        if os.path.isdir(path):
+            out += [os.path.join(path, c) for c in os.listdir(path)
+                    if os.path.isdir(os.path.join(path, c))]
+    return out
+
+
+def running_containers(root: str) -> set[str]:
+    import json
+
+    out = set()
+    cdir = os.path.join(root, "containers")
+    for cid in os.listdir(cdir) if os.path.isdir(cdir) else ():
+        try:
+            with open(os.path.join(cdir, cid, "container.json")) as f:
+                if json.load(f)["State"]["Running"]:
+                    out.add(cid)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+@pytest.fixture
+def berth(session_root) -> Berth:
+    """The CLI on the shared root; checks for leaked mounts and cgroups afterwards."""
+    b = Berth(session_root)
+    before = set(berth_cgroups())
+    yield b
+    # give exiting containers a moment: cgroups go once the last task is reaped
+    for _ in range(100):
+        leaked = set(berth_cgroups()) - before
+        leaked = {c for c in leaked if os.path.basename(c) not in running_containers(session_root)}
+        if not leaked and not berth_mounts(session_root):
+            break
+        time.sleep(0.05)
+    assert not berth_mounts(session_root), "berth left mounts on the host"
+    assert not leaked, f"berth left cgroups behind: {sorted(leaked)}"
+
+
+@pytest.fixture
+def fresh_berth(tmp_path, busybox_tar) -> Berth:
+    """A berth root of its own, with busybox imported, for tests that count things."""
+    b = Berth(str(tmp_path / "root"))
+    b("import", "-c", 'CMD ["sh"]', busybox_tar, "busybox")
+    return b
