@@ -21,7 +21,6 @@ import os
 import resource
 import signal
 import struct
-import termios
 
 from berth import linux as L
 from berth.errors import CommandNotFound, ContainerStartError
@@ -33,6 +32,8 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 TIOCSCTTY = 0x540E
+TIOCSPTLCK = 0x40045431  # _IOW('T', 0x31, int): lock/unlock the pty slave
+TIOCGPTN = 0x80045430  # _IOR('T', 0x30, unsigned int): the slave's number
 
 # linux/resource.h numbers (the resource module lacks some names, e.g. RLIMIT_LOCKS)
 RLIMITS = {f"RLIMIT_{name}": number for number, name in enumerate((
@@ -100,8 +101,8 @@ def open_console(sock_fd: int) -> str:
     """
     master = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     # unlockpt(); then the slave's number
-    fcntl.ioctl(master, termios.TIOCSPTLCK, struct.pack("i", 0))
-    number = struct.unpack("I", fcntl.ioctl(master, termios.TIOCGPTN, struct.pack("I", 0)))[0]
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    number = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, struct.pack("I", 0)))[0]
     sock = _socket.socket(fileno=sock_fd)
     try:
         sock.sendmsg([b"m"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", master))])
