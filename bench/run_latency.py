@@ -216,7 +216,7 @@ class Docker(Tool):
         self.image = ""
         self.imported = False
         self.dockerd: subprocess.Popen | None = None
-        self.fw_before: dict[str, list[str]] = {}
+        self.fw_before: dict = {}
         self.had_docker0 = False
         self.server_version = "?"
 
@@ -328,10 +328,13 @@ def tail(path: Path, n: int = 1500) -> str:
 
 FW_TOOLS = ("iptables", "ip6tables")
 FW_TABLES = ("filter", "nat")
+FW_SYSCTLS = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
 
 
-def firewall_snapshot() -> dict[str, list[str]]:
-    snap = {}
+def firewall_snapshot() -> dict:
+    """What a dockerd changes on the host network: iptables rules, chains and chain
+    policies (filter, nat; v4 and v6), which nftables tables exist, IP forwarding."""
+    snap: dict = {"rules": {}, "nft_tables": None, "sysctl": {}}
     for tool in FW_TOOLS:
         if not shutil.which(tool):
             continue
@@ -342,17 +345,35 @@ def firewall_snapshot() -> dict[str, list[str]]:
             except (OSError, subprocess.SubprocessError):
                 continue
             if p.returncode == 0:
-                snap[f"{tool}/{table}"] = p.stdout.splitlines()
+                snap["rules"][f"{tool}/{table}"] = p.stdout.splitlines()
+    if shutil.which("nft"):
+        try:
+            p = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
+                               timeout=30, stdin=subprocess.DEVNULL)
+            if p.returncode == 0:
+                snap["nft_tables"] = [ln.strip() for ln in p.stdout.splitlines() if ln.strip()]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    for key in FW_SYSCTLS:
+        try:
+            snap["sysctl"][key] = Path(key).read_text().strip()
+        except OSError:
+            pass
     return snap
 
 
-def cleanup_docker_network(had_docker0: bool, before: dict[str, list[str]]) -> None:
-    """Remove the rules, chains and bridge that our dockerd added (and only those)."""
+def cleanup_docker_network(had_docker0: bool, before: dict) -> None:
+    """Undo what our dockerd did to the host network (and only that): the rules and chains
+    it added, the chain policies it changed (FORWARD DROP), the nftables tables that
+    iptables-nft created for it, IP forwarding it switched on, and its docker0 bridge."""
     import shlex
+    if not had_docker0 and os.path.exists("/sys/class/net/docker0"):
+        run_quiet(["ip", "link", "delete", "docker0"])
     after = firewall_snapshot()
-    for key, lines in after.items():
+    for key, lines in after["rules"].items():
         tool, table = key.split("/")
-        old = set(before.get(key, []))
+        old_lines = before["rules"].get(key, [])
+        old = set(old_lines)
         new = [ln for ln in lines if ln not in old]
         rules = [ln for ln in new if ln.startswith("-A ")]
         chains = [ln.split()[1] for ln in new if ln.startswith("-N ")]
@@ -365,8 +386,32 @@ def cleanup_docker_network(had_docker0: bool, before: dict[str, list[str]]) -> N
             run_quiet([tool, "-w", "-t", table, "-F", chain])
         for chain in chains:
             run_quiet([tool, "-w", "-t", table, "-X", chain])
-    if not had_docker0 and os.path.exists("/sys/class/net/docker0"):
-        run_quiet(["ip", "link", "delete", "docker0"])
+        # policies of built-in chains: "-P FORWARD DROP" -> back to what it was
+        old_pol = dict(ln.split()[1:3] for ln in old_lines if ln.startswith("-P ") and len(ln.split()) >= 3)
+        for ln in lines:
+            f = ln.split()
+            if ln.startswith("-P ") and len(f) >= 3 and f[1] in old_pol and old_pol[f[1]] != f[2]:
+                run_quiet([tool, "-w", "-t", table, "-P", f[1], old_pol[f[1]]])
+    # tables that did not exist before (iptables-nft creates "table ip filter" etc.):
+    # drop them if nothing but default ACCEPT policies is left in them
+    if before["nft_tables"] is not None and after["nft_tables"] is not None:
+        now = firewall_snapshot()
+        for t in after["nft_tables"]:
+            if t in before["nft_tables"]:
+                continue
+            f = t.split()  # "table ip filter"
+            if len(f) != 3 or f[1] not in ("ip", "ip6") or f[2] not in FW_TABLES:
+                continue
+            tool = "iptables" if f[1] == "ip" else "ip6tables"
+            lines = now["rules"].get(f"{tool}/{f[2]}", [])
+            if all(ln.startswith("-P ") and ln.split()[-1] == "ACCEPT" for ln in lines):
+                run_quiet(["nft", "delete", "table", f[1], f[2]])
+    for key, val in before["sysctl"].items():
+        if after["sysctl"].get(key) != val:
+            try:
+                Path(key).write_text(val + "\n")
+            except OSError:
+                pass
 
 
 def kill_processes_mentioning(path: str) -> None:

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 125
             g.root = value
         else:
-            _err(f"unknown flag: {arg}\nSee 'berth --help'.")
+            _err(f"unknown flag: {arg}; see 'berth --help'")
             return 125
     if not argv:
         sys.stdout.write(HELP)
@@ -118,12 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         sub = argv.pop(0)
         alias = GROUPS[command].get(sub)
         if alias is None:
-            _err(f"'{command} {sub}' is not a berth command.\nSee 'berth {command} --help'")
+            _err(f"'{command} {sub}' is not a berth command; see 'berth {command} --help'")
             return 1
         target = alias if isinstance(alias, tuple) else COMMANDS[alias]
         command = alias if isinstance(alias, str) else f"{command} {sub}"
     if target is None:
-        _err(f"'{command}' is not a berth command.\nSee 'berth --help'")
+        _err(f"'{command}' is not a berth command; see 'berth --help'")
         return 1
     module_name, func_name = target
     from berth.errors import BerthError
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         module = __import__(f"berth.cli.{module_name}", fromlist=[func_name])
         return getattr(module, func_name)(g, argv) or 0
     except UsageError as exc:
-        _err(f"{exc}\nSee 'berth {command} --help'.")
+        _err(f"{exc}; see 'berth {command} --help'")
         return 125
     except BerthError as exc:
         if g.debug:
