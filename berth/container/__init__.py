@@ -157,7 +157,7 @@ class Containers:
             except OSError:
                 pass
         _write(paths["hosts"], hosts)
-        _write(os.path.join(cdir, "config.json"), spec.to_json(indent=2).decode())
+        _write(os.path.join(cdir, "config.json"), spec.to_json().decode())
         created = now_rfc3339()
         return {
             "Id": cid,

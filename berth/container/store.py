@@ -75,8 +75,9 @@ class ContainerStore:
             raise NotFound(f"No such container: {cid}") from None
 
     def write(self, record: dict) -> None:
+        # state changes are frequent and the record is atomic either way: no fsync
         write_atomic(os.path.join(self.dir(record["Id"]), "container.json"),
-                     json.dumps(record, indent=1).encode())
+                     json.dumps(record, separators=(",", ":")).encode(), durable=False)
 
     def lookup(self, ref: str) -> str:
         """A container ID from a full ID, a name (with or without '/'), or a unique prefix."""

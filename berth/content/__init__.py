@@ -148,8 +148,12 @@ class ContentStore:
             os.close(fd)
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` so a reader sees the old or the new content, never a mix."""
+def write_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Write `data` to `path` so a reader sees the old or the new content, never a mix.
+
+    `durable` fsyncs before the rename, so the new content also survives a power loss;
+    records that are rewritten on every state change (and rebuilt if lost) skip it.
+    """
     tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
@@ -157,7 +161,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
         while view:
             n = os.write(fd, view)
             view = view[n:]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         os.unlink(tmp)

@@ -20,6 +20,7 @@ import json
 import os
 import resource
 import signal
+import stat
 import struct
 
 from berth import linux as L
@@ -167,8 +168,27 @@ def apply_security(sys, args: InitArgs) -> None:
             sys.load_seccomp(args.seccomp_bpf)
 
 
+def look_path(cmd: str, env: dict) -> str:
+    """The executable `cmd` names, searched in the container's PATH as runc does.
+
+    Written out rather than os.execvpe: that imports `warnings` lazily, and after
+    pivot_root the host's Python files are out of reach.
+    """
+    if "/" in cmd:
+        return cmd
+    for directory in env.get("PATH", "").split(":"):
+        candidate = os.path.join(directory or ".", cmd)
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+            return candidate
+    raise CommandNotFound(f'exec: "{cmd}": executable file not found in $PATH')
+
+
 def exec_process(spec: Spec) -> None:
-    """execvpe the container's command; map failures to Docker's 127/126."""
+    """execve the container's command; map failures to Docker's 127/126."""
     argv = list(spec.process.args)
     env = dict(e.split("=", 1) if "=" in e else (e, "") for e in spec.process.env)
     try:
@@ -177,19 +197,16 @@ def exec_process(spec: Spec) -> None:
         raise ContainerStartError(f"chdir to cwd ({spec.process.cwd!r}) set in config.json failed: "
                                   f"{exc.strerror}") from None
     cmd = argv[0]
+    path = look_path(cmd, env)
     try:
-        if "/" in cmd:
-            os.execve(cmd, argv, env)
-        else:
-            os.execvpe(cmd, argv, env)
+        os.execve(path, argv, env)
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            if "/" in cmd:
-                raise CommandNotFound(f'exec: "{cmd}": stat {cmd}: no such file or directory') from None
-            raise CommandNotFound(f'exec: "{cmd}": executable file not found in $PATH') from None
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.EISDIR):
-            raise CommandNotFound(f'exec: "{cmd}": permission denied' if exc.errno != errno.ENOEXEC
-                                  else f'exec: "{cmd}": exec format error', 126) from None
+            raise CommandNotFound(f'exec: "{cmd}": stat {path}: no such file or directory') from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EISDIR):
+            raise CommandNotFound(f'exec: "{cmd}": permission denied', 126) from None
+        if exc.errno == errno.ENOEXEC:
+            raise CommandNotFound(f'exec: "{cmd}": exec format error', 126) from None
         raise ContainerStartError(f'exec: "{cmd}": {exc.strerror}') from None
 
 
