@@ -218,6 +218,7 @@ class Docker(Tool):
         self.dockerd: subprocess.Popen | None = None
         self.fw_before: dict = {}
         self.had_docker0 = False
+        self.cgroups_before: set[str] = set()
         self.server_version = "?"
 
     def _reachable(self, env: dict) -> bool:
@@ -264,7 +265,10 @@ class Docker(Tool):
             raise Skip("--start-dockerd: dockerd not found (apt-get install docker.io)")
         d = self.dir
         sock = d / "docker.sock"
+        if len(str(sock)) > 100:  # sun_path holds 108 bytes
+            raise Skip(f"--start-dockerd: socket path too long ({sock}); use a shorter --tmpdir")
         self.had_docker0 = os.path.exists("/sys/class/net/docker0")
+        self.cgroups_before = docker_cgroups()
         self.fw_before = firewall_snapshot()
         log(f"docker: starting a private dockerd in {d}")
         logf = open(d / "dockerd.log", "wb")
@@ -306,6 +310,9 @@ class Docker(Tool):
         # its managed containerd (and any shim) carry our temp path on their command line
         kill_processes_mentioning(str(self.dir))
         cleanup_docker_network(self.had_docker0, self.fw_before)
+        # berth's and podman's parent cgroups are left alone: other berth/podman
+        # processes on this machine may be using them right now
+        remove_empty_cgroups(docker_cgroups() - self.cgroups_before)
 
     def version(self) -> str:
         return f"docker server {self.server_version}" + (" (private dockerd)" if self.dockerd else "")
@@ -426,6 +433,26 @@ def kill_processes_mentioning(path: str) -> None:
         if path.encode() in cmdline:
             try:
                 os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def docker_cgroups() -> set[str]:
+    """The "docker" parent cgroups (one per hierarchy) that a dockerd makes and leaves."""
+    base = Path("/sys/fs/cgroup")
+    try:
+        dirs = [base] + [h for h in base.iterdir() if h.is_dir()]
+    except OSError:
+        return set()
+    return {str(h / "docker") for h in dirs if (h / "docker").is_dir()}
+
+
+def remove_empty_cgroups(paths: set[str]) -> None:
+    """rmdir cgroup trees, children first; a cgroup that still has processes stays."""
+    for d in sorted(paths):
+        for root, _, _ in os.walk(d, topdown=False):
+            try:
+                os.rmdir(root)
             except OSError:
                 pass
 

@@ -298,7 +298,8 @@ def _open(g):
     return images, Containers(g.root, images)
 
 
-def _create(g, argv: list[str], flags, command_name: str):
+def _parse_create(g, argv: list[str], flags, command_name: str):
+    """Flags -> (flag values, RunOptions, profile text, image, image ref); None for --help."""
     values, pos = parse(argv, flags + (HELP_FLAG,), interspersed=False)
     if values["help"]:
         sys.stdout.write(usage(command_name, "[OPTIONS] IMAGE [COMMAND] [ARG...]",
@@ -325,30 +326,32 @@ def _create(g, argv: list[str], flags, command_name: str):
         except InvalidArgument:
             ref = pos[0]
         raise NotFound(f"Unable to find image '{ref}' locally; import or pull it first") from None
-    record = containers.create(image, opts, name=values["name"], image_ref=pos[0],
-                               auto_remove=values["rm"], seccomp_profile_text=profile_text)
-    return values, opts, containers, record
+    create_args = dict(name=values["name"], image_ref=pos[0], auto_remove=values["rm"],
+                       seccomp_profile_text=profile_text)
+    return values, opts, containers, image, create_args
 
 
 def cmd_create(g, argv: list[str]) -> int:
-    made = _create(g, argv, CREATE_FLAGS, "create")
-    if made is None:
+    parsed = _parse_create(g, argv, CREATE_FLAGS, "create")
+    if parsed is None:
         return 0
-    sys.stdout.write(made[3]["Id"] + "\n")
+    _values, opts, containers, image, create_args = parsed
+    record = containers.create(image, opts, **create_args)
+    sys.stdout.write(record["Id"] + "\n")
     return 0
 
 
 def cmd_run(g, argv: list[str]) -> int:
-    made = _create(g, argv, RUN_FLAGS, "run")
-    if made is None:
+    parsed = _parse_create(g, argv, RUN_FLAGS, "run")
+    if parsed is None:
         return 0
-    values, opts, containers, record = made
+    values, opts, containers, image, create_args = parsed
     if values["detach"]:
-        containers.remove(record["Id"], force=True)
         raise InvalidArgument("detached containers (-d) are not supported yet: "
                               "run in the foreground")
-    return run_attached(containers, record["Id"], opts.tty, opts.interactive, values["rm"],
-                        values["sig_proxy"])
+    return run_attached(containers, lambda stdio, size: containers.run(
+        image, opts, stdio, console_size=size, **create_args), opts.tty, opts.interactive,
+        values["rm"], values["sig_proxy"])
 
 
 def cmd_start(g, argv: list[str]) -> int:
@@ -365,18 +368,22 @@ def cmd_start(g, argv: list[str]) -> int:
     _require_root("start")
     _images, containers = _open(g)
     record = containers.get(pos[0])
-    cfg = record["Config"]
-    return run_attached(containers, record["Id"], cfg["Tty"], values["interactive"],
-                        record["HostConfig"]["AutoRemove"], True)
+    cid = record["Id"]
+    return run_attached(containers, lambda stdio, size: (record, containers.start(
+        cid, stdio, console_size=size)), record["Config"]["Tty"], values["interactive"],
+        record["HostConfig"]["AutoRemove"], True)
 
 
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGCONT",
              "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGPIPE", "SIGVTALRM", "SIGPROF", "SIGXCPU")
 
 
-def run_attached(containers, cid: str, tty: bool, interactive: bool, auto_remove: bool,
+def run_attached(containers, launch, tty: bool, interactive: bool, auto_remove: bool,
                  sig_proxy: bool) -> int:
-    """Run the container in the foreground with this process as its monitor."""
+    """Run a container in the foreground with this process as its monitor.
+
+    `launch(stdio, console_size)` starts it and returns (record, ContainerProcess).
+    """
     import signal
 
     from berth.runtime import Stdio
@@ -402,13 +409,9 @@ def run_attached(containers, cid: str, tty: bool, interactive: bool, auto_remove
     if forwarding:
         for name in FORWARDED:
             signal.signal(getattr(signal, name), forward)
+    record = None
     try:
-        try:
-            proc = containers.start(cid, stdio, console_size=console_size)
-        except BaseException:
-            if auto_remove:
-                containers.remove(cid, force=True)
-            raise
+        record, proc = launch(stdio, console_size)
         for signum in pending:
             proc.kill(signum)
         if tty:
@@ -419,11 +422,25 @@ def run_attached(containers, cid: str, tty: bool, interactive: bool, auto_remove
             except KeyboardInterrupt:
                 pass
         status = proc.wait()
+    except BaseException:
+        if auto_remove:
+            _remove_quietly(containers, record)
+        raise
     finally:
         if forwarding:
             for name in FORWARDED:
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
-    containers.finish(cid, status)
+    containers.finish(record["Id"], status)
     if auto_remove:
-        containers.remove(cid, force=True)
+        containers.remove(record["Id"], force=True)
     return status.code
+
+
+def _remove_quietly(containers, record) -> None:
+    """--rm after a failure past start (a failed start removes its own container)."""
+    if record is None:
+        return
+    try:
+        containers.remove(record["Id"], force=True)
+    except NotFound:
+        pass

@@ -25,6 +25,11 @@ HOSTS_BASE = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n
               "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
               "ff02::2\tip6-allrouters\n")
 DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")
+CGROUP_PARENT = "berth"
+
+
+def new_id() -> str:
+    return os.urandom(32).hex()
 
 
 def _proc_start(pid: int) -> int | None:
@@ -97,11 +102,12 @@ class Containers:
 
     def create(self, image: Image, opts: specmod.RunOptions, *, name: str | None = None,
                image_ref: str | None = None, auto_remove: bool = False,
-               seccomp_profile_text: str | None = None) -> dict:
+               seccomp_profile_text: str | None = None, cid: str | None = None) -> dict:
+        """Make the container's record, directories and runtime spec; start nothing."""
         store = self.store
         store.ensure()
         lowerdirs = self.images.ensure_unpacked(image)
-        cid = os.urandom(32).hex()
+        cid = cid or new_id()
         if name is None:
             from berth.container import names
 
@@ -120,6 +126,29 @@ class Containers:
             raise
         return record
 
+    def run(self, image: Image, opts: specmod.RunOptions, stdio, *, console_size=None,
+            **create_args):
+        """create + start, with the slow cgroup join overlapped with building the container.
+
+        Returns the record and the started ContainerProcess (this process is its monitor).
+        """
+        from berth.runtime import ContainerProcess
+
+        cid = new_id()
+        proc = ContainerProcess(
+            cgroup_path=f"{CGROUP_PARENT}/{cid}",
+            resources=specmod.resources(opts, specmod.device_rules(opts)),
+            terminal=opts.tty, stdio=stdio, init=opts.init, seccomp_cache=self.seccomp_cache,
+            console_size=console_size)
+        proc.prepare()
+        try:
+            record = self.create(image, opts, cid=cid, **create_args)
+        except BaseException:
+            proc.abort()
+            raise
+        self._start(record, proc)
+        return record, proc
+
     def _build(self, image: Image, opts: specmod.RunOptions, cid: str, name: str, cdir: str,
                lowerdirs: list[str], image_ref: str | None, auto_remove: bool,
                seccomp_profile_text: str | None) -> dict:
@@ -137,7 +166,7 @@ class Containers:
             hostname_file=paths["hostname"], hosts_file=paths["hosts"],
             resolv_file=paths["resolv.conf"], ncpus=os.cpu_count() or 1,
             host_devices=host_devices() if opts.privileged else (),
-            host_hostname=os.uname().nodename,
+            host_hostname=os.uname().nodename, cgroup_parent=CGROUP_PARENT,
         )
         spec = specmod.build(cfg, opts, user, ctx)
         if spec.linux.seccomp is None and not (opts.privileged or opts.seccomp_unconfined):
@@ -214,32 +243,45 @@ class Containers:
     # --- run -------------------------------------------------------------------------
 
     def start(self, cid: str, stdio, *, console_size=None):
-        """Start the container's process with this process as its monitor."""
+        """Start an existing container with this process as its monitor."""
         from berth.runtime import ContainerProcess
 
         record = self.store.read(cid)
         if record["State"]["Running"] and self._monitor_alive(record):
             raise errors.Conflict(f"container {cid[:12]} is already running")
-        cdir = self.store.dir(cid)
-        with open(os.path.join(cdir, "config.json"), "rb") as f:
-            spec = rt.Spec.from_json(f.read())
-        lowerdirs = self.images.snapshots.lowerdirs(record["Berth"]["ImageChain"])
-        mount = overlay_mount(lowerdirs, os.path.join(cdir, "diff"), os.path.join(cdir, "work"))
-        proc = ContainerProcess(spec, cgroup_path=spec.linux.cgroups_path, rootfs_mounts=(mount,),
-                                stdio=stdio, init=record["Berth"].get("Init", False),
+        spec = self._spec(cid)
+        proc = ContainerProcess(cgroup_path=spec.linux.cgroups_path, resources=spec.linux.resources,
+                                terminal=spec.process.terminal, stdio=stdio,
+                                init=record["Berth"].get("Init", False),
                                 seccomp_cache=self.seccomp_cache, console_size=console_size)
+        self._start(record, proc, spec)
+        return proc
+
+    def _spec(self, cid: str) -> rt.Spec:
+        with open(os.path.join(self.store.dir(cid), "config.json"), "rb") as f:
+            return rt.Spec.from_json(f.read())
+
+    def _start(self, record: dict, proc, spec: rt.Spec | None = None) -> None:
+        cid = record["Id"]
+        cdir = self.store.dir(cid)
         try:
-            pid = proc.start()
-        except errors.BerthError as exc:
-            self._set_state(cid, Status="exited" if record["State"]["StartedAt"] != ZERO_TIME
-                            else "created", Error=str(exc),
-                            ExitCode=getattr(exc, "exit_code", 125) if
-                            isinstance(exc, errors.CommandNotFound) else 125)
+            spec = spec or self._spec(cid)
+            lowerdirs = self.images.snapshots.lowerdirs(record["Berth"]["ImageChain"])
+            mount = overlay_mount(lowerdirs, os.path.join(cdir, "diff"), os.path.join(cdir, "work"))
+            pid = proc.start(spec, (mount,))
+        except BaseException as exc:
+            proc.abort()
+            if record["HostConfig"].get("AutoRemove"):
+                self.remove(cid, force=True)  # --rm: a container that never ran goes too
+            elif isinstance(exc, errors.BerthError):
+                self._set_state(cid, Status="exited" if record["State"]["StartedAt"] != ZERO_TIME
+                                else "created", Error=str(exc),
+                                ExitCode=exc.exit_code if isinstance(exc, errors.CommandNotFound)
+                                else 125)
             raise
         self._set_state(cid, Status="running", Running=True, Pid=pid, ExitCode=0, Error="",
                         OOMKilled=False, StartedAt=now_rfc3339(), FinishedAt=ZERO_TIME,
                         _monitor=[os.getpid(), _proc_start(os.getpid())])
-        return proc
 
     def finish(self, cid: str, status) -> None:
         self._set_state(cid, Status="exited", Running=False, Pid=0, ExitCode=status.code,
@@ -334,7 +376,7 @@ def _remove_stale_cgroup(cid: str) -> None:
     from berth.runtime import cgroups
 
     try:
-        cg = cgroups.Cgroup(cgroups.layout(), f"berth/{cid}")
+        cg = cgroups.Cgroup(cgroups.layout(), f"{CGROUP_PARENT}/{cid}")
         if not cg.procs():
             cg.destroy()
     except (OSError, errors.BerthError):

@@ -38,15 +38,17 @@ DEFAULT_DEVICES = (
 # Device cgroup: Docker's deny-all plus the nodes above, and runc's always-added rules
 # (mknod of any node is allowed, opening it is not; pts and ptmx for terminals).
 # /dev/fuse (10:229) is denied explicitly, and unlike runc /dev/net/tun is not allowed.
+# The fuse deny comes before the mknod allows so v1 (ordered writes) and the v2 BPF
+# filter (last match wins, per access bit) agree with Docker: mknod yes, open no.
 DEFAULT_DEVICE_RULES = (
     rt.DeviceRule(False, "a", None, None, "rwm"),
+    rt.DeviceRule(False, "c", 10, 229, "rwm"),  # /dev/fuse
     rt.DeviceRule(True, "c", None, None, "m"),
     rt.DeviceRule(True, "b", None, None, "m"),
     *(rt.DeviceRule(True, "c", d.major, d.minor, "rwm") for d in DEFAULT_DEVICES),
     rt.DeviceRule(True, "c", 5, 1, "rwm"),  # /dev/console
     rt.DeviceRule(True, "c", 5, 2, "rwm"),  # /dev/ptmx
     rt.DeviceRule(True, "c", 136, None, "rwm"),  # /dev/pts/*
-    rt.DeviceRule(False, "c", 10, 229, "rwm"),  # /dev/fuse
 )
 
 
@@ -177,6 +179,12 @@ def resources(opts: RunOptions, devices: tuple[rt.DeviceRule, ...]) -> rt.Resour
     return rt.Resources(devices=devices, memory=memory, cpu=cpu, pids=pids)
 
 
+def device_rules(opts: RunOptions) -> tuple[rt.DeviceRule, ...]:
+    if opts.privileged:
+        return (rt.DeviceRule(True, "a", None, None, "rwm"),)
+    return DEFAULT_DEVICE_RULES
+
+
 def default_mounts(opts: RunOptions, cgroup_ns: bool = True) -> list[rt.Mount]:
     privileged = opts.privileged
     ro = () if privileged else ("ro",)
@@ -267,18 +275,16 @@ def build(image: oci_image.ContainerConfig, opts: RunOptions, user: ExecUser,
     if opts.privileged:
         devices = DEFAULT_DEVICES + tuple(d for d in ctx.host_devices
                                           if d.path not in {x.path for x in DEFAULT_DEVICES})
-        rules = (rt.DeviceRule(True, "a", None, None, "rwm"),)
         masked, readonly = (), ()
     else:
         devices = DEFAULT_DEVICES
-        rules = DEFAULT_DEVICE_RULES
         masked = MASKED_PATHS + thermal_paths(ctx.ncpus)
         readonly = READONLY_PATHS
     linux = rt.Linux(
         namespaces=tuple(namespaces),
         devices=devices,
         cgroups_path=f"{ctx.cgroup_parent}/{ctx.container_id}",
-        resources=resources(opts, rules),
+        resources=resources(opts, device_rules(opts)),
         sysctl=sysctls or None,
         seccomp=None if opts.privileged or opts.seccomp_unconfined else ctx.seccomp,
         rootfs_propagation="rprivate",

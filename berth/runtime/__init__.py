@@ -3,13 +3,23 @@
 It knows nothing of images, containers' names or the CLI. The processes involved:
 
     caller (the engine, or the CLI for a foreground run)
-      └── stage A: joins the cgroup, unshares the namespaces, forks B, then only waits
+      └── stage A: joins the cgroup, waits for the spec, unshares the namespaces, forks B,
+            │      then only waits
             └── B: PID 1 of the new pid namespace; sets up the root and execs the command
 
 A exists because a new pid namespace only applies to children. A and B die with their
-parent (PR_SET_PDEATHSIG), so a killed caller leaves no container behind. A reports B's
-pid, then B's wait status, through a pipe; B reports start-up errors through a
-close-on-exec pipe, so EOF without data means the command is running.
+parent (PR_SET_PDEATHSIG), so a killed caller leaves no container behind.
+
+Starting is split in two so the slowest kernel step overlaps the caller's own work:
+moving a process into a cgroup waits for an RCU grace period (~8-15 ms on our hosts),
+so :meth:`ContainerProcess.prepare` forks A into the cgroup first, and the caller builds
+the spec meanwhile; :meth:`ContainerProcess.start` then hands A the spec over a pipe.
+
+Pipes between the stages:
+    spec   caller -> A    the spec, rootfs mounts and compiled seccomp filter (JSON)
+    status A -> caller    B's pid, later B's wait status
+    go     caller -> B    the caller's side is ready (pty size set); B may exec
+    error  B -> caller    one JSON error before exec; close-on-exec, so EOF = running
 """
 
 from __future__ import annotations
@@ -18,11 +28,11 @@ import json
 import os
 import signal
 import struct
-from berth.oci.record import Record
 
 from berth import errors
 from berth import linux as L
-from berth.oci.runtime import Mount, Spec
+from berth.oci.record import Record
+from berth.oci.runtime import Mount, Resources, Spec
 from berth.runtime import cgroups
 
 
@@ -59,6 +69,12 @@ def _read_all(fd: int) -> bytes:
         out.append(chunk)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _own_cgroups() -> dict[str, str]:
     """controllers field of /proc/self/cgroup -> path, to move stage A back out later."""
     out = {}
@@ -69,194 +85,167 @@ def _own_cgroups() -> dict[str, str]:
     return out
 
 
-class ContainerProcess:
-    """One container process: start() it, then wait() for its exit status."""
+class _Pipes:
+    """Every fd of one start; each side closes what it does not use."""
 
-    def __init__(self, spec: Spec, *, cgroup_path: str, rootfs_mounts: tuple[Mount, ...] = (),
-                 stdio: Stdio = Stdio(), init: bool = False, seccomp_cache: str | None = None,
-                 console_size: tuple[int, int] | None = None, sys=None) -> None:
-        self.spec = spec
+    def __init__(self, terminal: bool) -> None:
+        self.spec_r, self.spec_w = os.pipe2(os.O_CLOEXEC)
+        self.status_r, self.status_w = os.pipe2(os.O_CLOEXEC)
+        self.go_r, self.go_w = os.pipe2(os.O_CLOEXEC)
+        self.err_r, self.err_w = os.pipe2(os.O_CLOEXEC)
+        self.con_parent = self.con_child = None
+        if terminal:
+            import _socket
+
+            pair = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM, 0)
+            self.con_parent, self.con_child = pair[0].detach(), pair[1].detach()
+
+    def close(self, *names: str) -> None:
+        for name in names:
+            fd = getattr(self, name)
+            if fd is not None:
+                _close(fd)
+                setattr(self, name, None)
+
+    def close_all(self) -> None:
+        self.close(*[n for n in vars(self)])
+
+    PARENT_SIDE = ("spec_w", "status_r", "go_w", "err_r", "con_parent")
+    CHILD_SIDE = ("spec_r", "status_w", "go_r", "err_w", "con_child")
+
+
+class ContainerProcess:
+    """One container process: prepare(), start(spec), then wait() for its exit status."""
+
+    def __init__(self, *, cgroup_path: str, resources: Resources | None = None,
+                 terminal: bool = False, stdio: Stdio = Stdio(), init: bool = False,
+                 seccomp_cache: str | None = None, console_size: tuple[int, int] | None = None,
+                 sys=None) -> None:
         self.cgroup_path = cgroup_path
-        self.rootfs_mounts = rootfs_mounts
+        self.resources = resources
+        self.terminal = terminal
         self.stdio = stdio
         self.init = init
         self.seccomp_cache = seccomp_cache
         self.console_size = console_size  # (rows, cols) set on the pty before the command runs
         self.sys = sys or L.syscalls()
         self.pid: int | None = None  # B, the container's PID 1, as the host sees it
-        self.console: int | None = None  # pty master when spec.process.terminal
-        self._stage_a: int | None = None
-        self._status_fd: int | None = None
+        self.console: int | None = None  # pty master when the spec asks for a terminal
         self.cgroup: cgroups.Cgroup | None = None
+        self._stage_a: int | None = None
+        self._pipes: _Pipes | None = None
 
-    # --- start -----------------------------------------------------------------------
+    # --- prepare: cgroup and stage A ------------------------------------------------
 
-    def start(self) -> int:
-        spec = self.spec
+    def prepare(self) -> None:
+        """Create the cgroup and fork stage A into it; A then waits for start()."""
         if os.geteuid() != 0:
             raise errors.FailedPrecondition("berth must run as root to create containers")
-        bpf = None
-        if spec.linux.seccomp is not None:
-            from berth.runtime import seccomp
-
-            bpf = seccomp.bpf_for(spec.linux.seccomp, self.seccomp_cache or "/tmp")
         layout = cgroups.layout()
         self.cgroup = cgroups.Cgroup(layout, self.cgroup_path)
-        resources = spec.linux.resources
-        self.cgroup.create(resources)
-        devices_prog = None
-        if resources and resources.devices and self.cgroup.v2_dir():
-            from berth.runtime import devices
-
-            devices_prog = devices.attach(self.cgroup.v2_dir(), resources.devices)
-        fds: list[int] = []
         try:
-            return self._launch(layout, bpf, fds)
+            self.cgroup.create(self.resources)
+            if self.resources and self.resources.devices and self.cgroup.v2_dir():
+                from berth.runtime import devices
+
+                _close(devices.attach(self.cgroup.v2_dir(), self.resources.devices))
+            self._pipes = pipes = _Pipes(self.terminal)
+            home = _own_cgroups()
+            pid = os.fork()
+            if pid == 0:
+                self._stage_a_main(pipes, home)
+            self._stage_a = pid
+            pipes.close(*_Pipes.CHILD_SIDE)
         except BaseException:
-            for fd in fds:
-                _close(fd)
-            self._reap_failed()
+            self.abort()
             raise
-        finally:
-            if devices_prog is not None:
-                _close(devices_prog)
 
-    def _launch(self, layout, bpf, fds: list[int]) -> int:
-        spec = self.spec
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        go_r, go_w = os.pipe2(os.O_CLOEXEC)
-        st_r, st_w = os.pipe2(os.O_CLOEXEC)
-        fds += [err_r, err_w, go_r, go_w, st_r, st_w]
-        con_parent = con_child = None
-        if spec.process.terminal:
-            import _socket
-
-            pair = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM, 0)
-            con_parent, con_child = pair[0].detach(), pair[1].detach()
-            fds += [con_parent, con_child]
-        unshare = 0
-        join = []
-        for ns in spec.linux.namespaces:
-            if ns.path:
-                join.append(ns)
-            else:
-                unshare |= L.NAMESPACE_FLAGS[ns.type]
-        home = _own_cgroups()
-        from berth.runtime.init import InitArgs
-
-        args = InitArgs(spec, self.rootfs_mounts, bpf, err_w, go_r, con_child, self.init, layout,
-                        bool(unshare & L.CLONE_NEWNET))
-        child_only = (err_r, go_w, st_r, con_parent)
-        pid = os.fork()
-        if pid == 0:  # stage A
-            self._stage_a_main(args, unshare, join, home, st_w, child_only)
-        self._stage_a = pid
-        for fd in (err_w, go_r, st_w, con_child):
-            if fd is not None:
-                _close(fd)
-                fds.remove(fd)
-        self._status_fd = st_r
-        raw = _read_exact(st_r, 4)
-        if len(raw) == 4:
-            self.pid = struct.unpack("i", raw)[0]
-        if self.pid is not None and con_parent is not None:
-            self.console = _recv_fd(con_parent)
-            if self.console is not None and self.console_size:
-                import fcntl
-                import termios
-
-                rows, cols = self.console_size
-                fcntl.ioctl(self.console, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        if self.pid is not None:
-            os.write(go_w, b"g")
-        _close(go_w)
-        fds.remove(go_w)
-        failure = _read_all(err_r)
-        _close(err_r)
-        fds.remove(err_r)
-        if con_parent is not None:
-            _close(con_parent)
-            fds.remove(con_parent)
-        if failure or self.pid is None:
-            raise _start_error(failure)
-        fds.remove(st_r)
-        return self.pid
-
-    def _stage_a_main(self, args, unshare: int, join, home: dict, st_w: int, child_only) -> None:
+    def _stage_a_main(self, pipes: _Pipes, home: dict) -> None:
         sys = self.sys
         try:
-            for fd in child_only:
-                if fd is not None:
-                    os.close(fd)
+            pipes.close(*_Pipes.PARENT_SIDE)
             sys.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
             for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP,
                         signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH, signal.SIGUSR1, signal.SIGUSR2):
                 signal.signal(sig, signal.SIG_IGN)
-            self.cgroup.join(os.getpid())
-            for ns in join:
-                fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    sys.setns(fd, L.NAMESPACE_FLAGS[ns.type])
-                finally:
-                    os.close(fd)
+            self.cgroup.join(os.getpid())  # the slow step, overlapped with the caller's work
+            size = _read_exact(pipes.spec_r, 4)
+            if len(size) != 4:
+                os._exit(0)  # the caller gave up before start()
+            payload = json.loads(_read_exact(pipes.spec_r, struct.unpack("I", size)[0]))
+            pipes.close("spec_r")
+            spec = Spec.from_json(payload["spec"])
+            mounts = tuple(Mount(m["destination"], m.get("type"), m.get("source"),
+                                 tuple(m.get("options", ()))) for m in payload["mounts"])
+            bpf = bytes.fromhex(payload["bpf"]) if payload["bpf"] else None
+            unshare = 0
+            for ns in spec.linux.namespaces:
+                if ns.path:
+                    fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        sys.setns(fd, L.NAMESPACE_FLAGS[ns.type])
+                    finally:
+                        os.close(fd)
+                else:
+                    unshare |= L.NAMESPACE_FLAGS[ns.type]
             sys.unshare(unshare)
+            from berth.runtime.init import InitArgs
+
+            args = InitArgs(spec, mounts, bpf, pipes.err_w, pipes.go_r, pipes.con_child, self.init,
+                            self.cgroup.layout, bool(unshare & L.CLONE_NEWNET))
             pid = os.fork()
             if pid == 0:  # B: the container
-                os.close(st_w)
+                os.close(pipes.status_w)
                 sys.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
                 for sig in range(1, signal.NSIG):
                     try:
                         signal.signal(sig, signal.SIG_DFL)
                     except (OSError, ValueError, RuntimeError):
                         pass
-                self._set_stdio()
+                self._set_stdio(spec.process.terminal)
                 from berth.runtime.init import container_main
 
                 container_main(args, sys)
                 os._exit(1)
-            for fd in (args.error_fd, args.go_fd, args.console_sock):
-                if fd is not None:
-                    os.close(fd)
-            self.cgroup_leave(home)
-            os.write(st_w, struct.pack("i", pid))
-            while True:
-                try:
-                    _, status = os.waitpid(pid, 0)
-                    break
-                except InterruptedError:
-                    continue
-            os.write(st_w, struct.pack("i", status))
+            pipes.close("err_w", "go_r", "con_child")
+            self._leave_cgroup(home)
+            os.write(pipes.status_w, struct.pack("i", pid))
+            status = _waitpid(pid)
+            os.write(pipes.status_w, struct.pack("i", status))
             os._exit(0)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - everything must reach the caller
             from berth.runtime.init import report
 
-            report(args.error_fd, exc)
+            if pipes.err_w is not None:
+                report(pipes.err_w, exc)
             os._exit(1)
 
-    def cgroup_leave(self, home: dict) -> None:
+    def _leave_cgroup(self, home: dict) -> None:
         """Move stage A back to its caller's cgroups: only the container is accounted."""
         lay = self.cgroup.layout
-        mine = str(os.getpid())
         if lay.is_v2:
             targets = [os.path.join(lay.unified, home.get("", "/").lstrip("/"))]
         else:
             targets = []
             for controllers, path in home.items():
-                names = controllers.split(",")
-                mount = next((lay.v1[n] for n in names if n in lay.v1), None)
+                mount = next((lay.v1[n] for n in controllers.split(",") if n in lay.v1), None)
                 if mount and mount in lay.v1_options:
                     targets.append(os.path.join(mount, path.lstrip("/")))
+        mine = str(os.getpid()).encode()
         for target in targets:
             try:
-                with open(os.path.join(target, "cgroup.procs"), "w") as f:
-                    f.write(mine)
+                fd = os.open(os.path.join(target, "cgroup.procs"), os.O_WRONLY)
+                try:
+                    os.write(fd, mine)
+                finally:
+                    os.close(fd)
             except OSError:
                 pass
 
-    def _set_stdio(self) -> None:
+    def _set_stdio(self, terminal: bool) -> None:
         null = None
         for target, fd in ((0, self.stdio.stdin), (1, self.stdio.stdout), (2, self.stdio.stderr)):
-            if self.spec.process.terminal:
+            if terminal:
                 fd = None  # the pty replaces all three; never hand the host's fds over
             if fd is None:
                 if null is None:
@@ -267,13 +256,56 @@ class ContainerProcess:
         if null is not None and null > 2:
             os.close(null)
 
-    # --- wait ------------------------------------------------------------------------
+    # --- start ----------------------------------------------------------------------
+
+    def start(self, spec: Spec, rootfs_mounts: tuple[Mount, ...] = ()) -> int:
+        """Hand the spec to stage A; return the container's pid once its command runs."""
+        if self._stage_a is None:
+            self.prepare()
+        pipes = self._pipes
+        try:
+            bpf = None
+            if spec.linux.seccomp is not None:
+                from berth.runtime import seccomp
+
+                bpf = seccomp.bpf_for(spec.linux.seccomp, self.seccomp_cache or "/tmp")
+            payload = json.dumps({
+                "spec": spec.to_json().decode(),
+                "mounts": [{"destination": m.destination, "type": m.type, "source": m.source,
+                            "options": list(m.options)} for m in rootfs_mounts],
+                "bpf": bpf.hex() if bpf else "",
+            }).encode()
+            _write_all(pipes.spec_w, struct.pack("I", len(payload)) + payload)
+            pipes.close("spec_w")
+            raw = _read_exact(pipes.status_r, 4)
+            if len(raw) == 4:
+                self.pid = struct.unpack("i", raw)[0]
+                if pipes.con_parent is not None:
+                    self.console = _recv_fd(pipes.con_parent)
+                    if self.console is not None and self.console_size:
+                        import fcntl
+                        import termios
+
+                        rows, cols = self.console_size
+                        fcntl.ioctl(self.console, termios.TIOCSWINSZ,
+                                    struct.pack("HHHH", rows, cols, 0, 0))
+                os.write(pipes.go_w, b"g")
+            pipes.close("go_w", "con_parent")
+            failure = _read_all(pipes.err_r)
+            pipes.close("err_r")
+            if failure or self.pid is None:
+                raise _start_error(failure)
+            return self.pid
+        except BaseException:
+            self.abort()
+            raise
+
+    # --- wait and clean up ------------------------------------------------------------
 
     def wait(self) -> ExitStatus:
         """Block until the container's PID 1 exits; remove its cgroup; return the status."""
-        raw = _read_exact(self._status_fd, 4)
-        _close(self._status_fd)
-        self._status_fd = None
+        raw = _read_exact(self._pipes.status_r, 4)
+        self._pipes.close_all()
         _waitpid(self._stage_a)
         self._stage_a = None
         if len(raw) != 4:
@@ -299,7 +331,8 @@ class ContainerProcess:
             except ProcessLookupError:
                 pass
 
-    def _reap_failed(self) -> None:
+    def abort(self) -> None:
+        """Undo prepare() or a failed start(): stage A and B gone, fds closed, cgroup removed."""
         if self._stage_a is not None:
             try:
                 os.kill(self._stage_a, signal.SIGKILL)
@@ -307,9 +340,11 @@ class ContainerProcess:
                 pass
             _waitpid(self._stage_a)
             self._stage_a = None
-        if self._status_fd is not None:
-            _close(self._status_fd)
-            self._status_fd = None
+        if self._pipes is not None:
+            self._pipes.close_all()
+        if self.console is not None:
+            _close(self.console)
+            self.console = None
         self._destroy_cgroup()
 
     def _destroy_cgroup(self) -> None:

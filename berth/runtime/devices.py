@@ -30,6 +30,7 @@ naming it; every jump is forward and the verifier accepts it without loops.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import platform
 import struct
@@ -45,6 +46,7 @@ ACC_MKNOD, ACC_READ, ACC_WRITE = 1, 2, 4
 ACC_ALL = ACC_MKNOD | ACC_READ | ACC_WRITE
 DEVICE_TYPES = {"b": DEV_BLOCK, "c": DEV_CHAR, "a": None, None: None}
 ACCESS_BITS = {"m": ACC_MKNOD, "r": ACC_READ, "w": ACC_WRITE}
+DEFAULT_ACCESS = "rwm"  # the runtime spec's meaning of an omitted access
 
 # The kernel's dev_t keeps 12 bits of major and 20 of minor (MINORBITS), so a rule
 # naming a larger number can never match; dropping it keeps every immediate in s32.
@@ -142,7 +144,7 @@ def _rule_block(rule: DeviceRule, index: int) -> list[tuple]:
     if rule.type not in DEVICE_TYPES:
         raise InvalidArgument(f"{where}: device type {rule.type!r} is not one of a, b, c")
     bits = 0
-    for ch in ACC_ALL_STR if rule.access is None else rule.access:
+    for ch in DEFAULT_ACCESS if rule.access is None else rule.access:
         if ch not in ACCESS_BITS:
             raise InvalidArgument(f"{where}: device access {rule.access!r} is not a subset of rwm")
         bits |= ACCESS_BITS[ch]
@@ -166,9 +168,6 @@ def _rule_block(rule: DeviceRule, index: int) -> list[tuple]:
         block += [_mov_reg(R0, R3), _alu64_imm(_AND, R0, bits), _jmp_imm(_JEQ, R0, 0)]
         block += _ret(0)
     return block
-
-
-ACC_ALL_STR = "rwm"  # the runtime spec's default when access is omitted
 
 
 def _number(value: int | None, limit: int):
@@ -248,7 +247,7 @@ def load(rules: Iterable[DeviceRule]) -> int:
         return attempt()
     except OSError as exc:
         message = f"cgroup v2 device filter: BPF_PROG_LOAD: {exc.strerror}"
-        if exc.errno in (1, 12):  # EPERM, ENOMEM: not the verifier's complaint
+        if exc.errno in (errno.EPERM, errno.ENOMEM):  # no CAP_BPF / memlock: no log to get
             raise FailedPrecondition(message) from exc
         log = ctypes.create_string_buffer(1 << 20)
         try:
@@ -279,8 +278,9 @@ def attach(cgroup_dir: str, rules: Iterable[DeviceRule]) -> int:
             attr.attach.target_fd = cg_fd
             attr.attach.attach_bpf_fd = prog_fd
             attr.attach.attach_type = BPF_CGROUP_DEVICE
-            # ALLOW_MULTI: a fresh cgroup has no program of ours to replace, and it lets
-            # a program attached above (by systemd, say) keep running alongside ours.
+            # ALLOW_MULTI, as runc on a fresh cgroup: there is no old program of ours to
+            # replace, and the kernel runs ours in addition to (never instead of) any
+            # ALLOW_MULTI program an ancestor holds, e.g. systemd's; each can deny.
             attr.attach.attach_flags = BPF_F_ALLOW_MULTI
             _bpf(BPF_PROG_ATTACH, attr)
         except OSError as exc:
