@@ -299,7 +299,7 @@ def _open(g):
 
 
 def _parse_create(g, argv: list[str], flags, command_name: str):
-    """Flags -> (flag values, RunOptions, profile text, image, image ref); None for --help."""
+    """Flags -> (flag values, RunOptions, containers, image ref, create args); None for --help."""
     values, pos = parse(argv, flags + (HELP_FLAG,), interspersed=False)
     if values["help"]:
         sys.stdout.write(usage(command_name, "[OPTIONS] IMAGE [COMMAND] [ARG...]",
@@ -315,28 +315,19 @@ def _parse_create(g, argv: list[str], flags, command_name: str):
     for b in opts.binds:
         # Docker creates a missing bind source as a directory (only for -v)
         os.makedirs(b.source, exist_ok=True)
-    images, containers = _open(g)
-    try:
-        image = images.resolve(pos[0])
-    except NotFound:
-        from berth.oci import reference
-
-        try:
-            ref = reference.parse(pos[0]).familiar()
-        except InvalidArgument:
-            ref = pos[0]
-        raise NotFound(f"Unable to find image '{ref}' locally; import or pull it first") from None
-    create_args = dict(name=values["name"], image_ref=pos[0], auto_remove=values["rm"],
+    _images, containers = _open(g)
+    create_args = dict(name=values["name"], auto_remove=values["rm"],
                        seccomp_profile_text=profile_text)
-    return values, opts, containers, image, create_args
+    return values, opts, containers, pos[0], create_args
 
 
 def cmd_create(g, argv: list[str]) -> int:
     parsed = _parse_create(g, argv, CREATE_FLAGS, "create")
     if parsed is None:
         return 0
-    _values, opts, containers, image, create_args = parsed
-    record = containers.create(image, opts, **create_args)
+    _values, opts, containers, image_ref, create_args = parsed
+    record = containers.create(containers.resolve_image(image_ref), opts, image_ref=image_ref,
+                               **create_args)
     sys.stdout.write(record["Id"] + "\n")
     return 0
 
@@ -345,12 +336,12 @@ def cmd_run(g, argv: list[str]) -> int:
     parsed = _parse_create(g, argv, RUN_FLAGS, "run")
     if parsed is None:
         return 0
-    values, opts, containers, image, create_args = parsed
+    values, opts, containers, image_ref, create_args = parsed
     if values["detach"]:
         raise InvalidArgument("detached containers (-d) are not supported yet: "
                               "run in the foreground")
     return run_attached(containers, lambda stdio, size: containers.run(
-        image, opts, stdio, console_size=size, **create_args), opts.tty, opts.interactive,
+        image_ref, opts, stdio, console_size=size, **create_args), opts.tty, opts.interactive,
         values["rm"], values["sig_proxy"])
 
 

@@ -126,11 +126,12 @@ class Containers:
             raise
         return record
 
-    def run(self, image: Image, opts: specmod.RunOptions, stdio, *, console_size=None,
+    def run(self, image_ref: str, opts: specmod.RunOptions, stdio, *, console_size=None,
             **create_args):
         """create + start, with the slow cgroup join overlapped with building the container.
 
-        Returns the record and the started ContainerProcess (this process is its monitor).
+        Stage A is forked into the new cgroup before the image is even looked up. Returns
+        the record and the started ContainerProcess (this process is its monitor).
         """
         from berth.runtime import ContainerProcess
 
@@ -142,12 +143,26 @@ class Containers:
             console_size=console_size)
         proc.prepare()
         try:
-            record = self.create(image, opts, cid=cid, **create_args)
+            image = self.resolve_image(image_ref)
+            record = self.create(image, opts, cid=cid, image_ref=image_ref, **create_args)
         except BaseException:
             proc.abort()
             raise
         self._start(record, proc)
         return record, proc
+
+    def resolve_image(self, text: str) -> Image:
+        try:
+            return self.images.resolve(text)
+        except errors.NotFound:
+            from berth.oci import reference
+
+            try:
+                shown = reference.parse(text).familiar()
+            except errors.InvalidArgument:
+                shown = text
+            raise errors.NotFound(f"Unable to find image '{shown}' locally; import or pull it "
+                                  "first") from None
 
     def _build(self, image: Image, opts: specmod.RunOptions, cid: str, name: str, cdir: str,
                lowerdirs: list[str], image_ref: str | None, auto_remove: bool,

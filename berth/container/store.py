@@ -18,7 +18,7 @@ import json
 import os
 import re
 
-from berth.content import write_atomic
+from berth.fsutil import remove_tree, write_atomic
 from berth.errors import AlreadyExists, InvalidArgument, NotFound
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -112,16 +112,12 @@ class ContainerStore:
             return
         if name:
             self.release_name(name, cid)
-        import shutil
-
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_tree(trash)
 
     def cleanup_trash(self) -> None:
-        import shutil
-
         for n in os.listdir(self.root) if os.path.isdir(self.root) else ():
             if n.startswith(".rm-"):
-                shutil.rmtree(os.path.join(self.root, n), ignore_errors=True)
+                remove_tree(os.path.join(self.root, n))
 
 
 class _DirLock:

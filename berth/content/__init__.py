@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 from berth.errors import DataLoss, NotFound
+from berth.fsutil import write_atomic
 from berth.oci import digest as _digest
 
 CHUNK = 1 << 20
@@ -146,26 +147,3 @@ class ContentStore:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def write_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
-    """Write `data` to `path` so a reader sees the old or the new content, never a mix.
-
-    `durable` fsyncs before the rename, so the new content also survives a power loss;
-    records that are rewritten on every state change (and rebuilt if lost) skip it.
-    """
-    tmp = f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        if durable:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)

@@ -12,7 +12,8 @@ import os
 import time
 from berth.oci.record import Record, replace
 
-from berth.content import ContentStore, write_atomic
+from berth.content import ContentStore
+from berth.fsutil import write_atomic
 from berth.errors import Conflict, DataLoss, InvalidArgument, NotFound
 from berth.oci import digest as _digest
 from berth.oci import image as oci

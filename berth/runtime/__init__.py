@@ -208,8 +208,8 @@ class ContainerProcess:
                 container_main(args, sys)
                 os._exit(1)
             pipes.close("err_w", "go_r", "con_child")
-            self._leave_cgroup(home)
             os.write(pipes.status_w, struct.pack("i", pid))
+            self._leave_cgroup(home)  # after the pid is out: this may wait for RCU again
             status = _waitpid(pid)
             os.write(pipes.status_w, struct.pack("i", status))
             os._exit(0)

@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - other interpreters
     from hashlib import sha256 as _sha256
 
 from berth.errors import FailedPrecondition, InvalidArgument
+from berth.fsutil import write_atomic
 from berth.oci.runtime import Seccomp, SeccompArg, SeccompSyscall
 
 __all__ = [
@@ -443,23 +444,8 @@ def bpf_for(spec: Seccomp, cache_dir: str) -> bytes:
     if bpf and len(bpf) % 8 == 0 and _sha256(bpf).digest() == digest:
         return bpf
     bpf = compile_bpf(spec)
-    _write_atomic(path, bpf + _sha256(bpf).digest())
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    write_atomic(path, bpf + _sha256(bpf).digest(), mode=0o600)
     return bpf
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    """Temp name, fsync, rename: a reader sees the old file, the new one, or none."""
-    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

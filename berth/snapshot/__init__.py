@@ -15,6 +15,7 @@ import os
 
 
 from berth.errors import NotFound
+from berth.fsutil import remove_tree
 from berth.oci import digest as _digest
 from berth.oci.runtime import Mount
 
@@ -53,15 +54,11 @@ class SnapshotStore:
             if not self.exists(chain_id):
                 raise
             # unpacked concurrently by someone else: theirs is as good as ours
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
         return target
 
     def abort(self, tmp: str) -> None:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
 
     def remove(self, chain_id: str) -> None:
         path = self.path(chain_id)
@@ -69,9 +66,7 @@ class SnapshotStore:
             return
         trash = os.path.join(self.root, f".tmp-rm-{os.urandom(6).hex()}")
         os.rename(path, trash)
-        import shutil
-
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_tree(trash)
 
     def list(self) -> list[str]:
         try:
@@ -84,9 +79,7 @@ class SnapshotStore:
         """Remove what an interrupted unpack left behind."""
         for name in os.listdir(self.root) if os.path.isdir(self.root) else ():
             if name.startswith(".tmp-"):
-                import shutil
-
-                shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+                remove_tree(os.path.join(self.root, name))
 
     def lowerdirs(self, chain_ids: list[str]) -> list[str]:
         """Lower directories for overlayfs, topmost first."""
