@@ -202,16 +202,12 @@ def test_parse_size_rejects_bad_sizes(text):
         parse_size(text, "--memory")
 
 
-@pytest.mark.xfail(strict=True, reason="parse_size('nan') / ('inf') raise a bare ValueError / "
-                   "OverflowError from int(float) instead of UsageError")
 @pytest.mark.parametrize("text", ["nan", "inf"])
 def test_parse_size_rejects_non_numbers_with_a_usage_error(text):
     with pytest.raises(UsageError):
         parse_size(text, "--memory")
 
 
-@pytest.mark.xfail(strict=True, reason="docker's RAMInBytes (go-units) accepts the binary suffixes "
-                   "KiB/MiB/GiB; parse_size rejects them")
 def test_parse_size_accepts_binary_suffixes():
     assert parse_size("512MiB", "--memory") == 512 << 20
 
@@ -295,9 +291,6 @@ def test_no_new_privileges_forms(opt, want):
     assert parse_security_opts([opt])["no_new_privileges"] is want
 
 
-@pytest.mark.xfail(strict=True, reason="docker rejects a no-new-privileges value ParseBool cannot "
-                   "read; parse_security_opts silently treats e.g. 'yes' as false, leaving NNP "
-                   "off when the user asked for it")
 def test_no_new_privileges_with_an_unreadable_value_is_rejected():
     with pytest.raises(InvalidArgument):
         parse_security_opts(["no-new-privileges=yes"])

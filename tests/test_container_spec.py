@@ -175,8 +175,6 @@ def test_cap_add_all_gives_every_capability():
     assert c.bounding == caps.all_caps()
 
 
-@pytest.mark.xfail(strict=True, reason="caps.tweak ignores --cap-drop when --cap-add ALL is given; "
-                   "moby TweakCapabilities adds all capabilities *except* those in capDrop")
 def test_cap_add_all_still_honours_cap_drop():
     c = capabilities(RunOptions(cap_add=("ALL",), cap_drop=("SYS_ADMIN",)), ROOT)
     assert "CAP_SYS_ADMIN" not in c.bounding
@@ -220,15 +218,10 @@ def test_memory_swap_below_memory_is_rejected():
         resources(RunOptions(memory=64 << 20, memory_swap=32 << 20), ())
 
 
-@pytest.mark.xfail(strict=True, reason="--memory-swap 0 must mean 'unset' (Docker: swap = 2 x "
-                   "memory); resources() treats 0 as a swap limit below memory and raises")
 def test_memory_swap_zero_means_unset_like_docker():
     assert resources(RunOptions(memory=64 << 20, memory_swap=0), ()).memory.swap == 128 << 20
 
 
-@pytest.mark.xfail(strict=True, reason="Docker refuses --memory-swap without --memory ('You should "
-                   "always set the Memory limit when using Memoryswap limit'); resources() "
-                   "silently drops the swap limit")
 def test_memory_swap_without_memory_is_rejected():
     with pytest.raises(InvalidArgument, match="Memory limit"):
         resources(RunOptions(memory_swap=128 << 20), ())
@@ -244,8 +237,6 @@ def test_cpus_becomes_quota_over_a_100ms_period():
     assert (cpu.quota, cpu.period) == (150000, 100000)
 
 
-@pytest.mark.xfail(strict=True, reason="quota = int(cpus * 100000) truncates float error: --cpus "
-                   "0.29 gives 28999, Docker (NanoCPUs, exact decimal) gives 29000")
 def test_fractional_cpus_convert_to_the_exact_quota():
     assert resources(RunOptions(cpus=0.29), ()).cpu.quota == 29000
 

@@ -102,9 +102,6 @@ def test_familiar_round_trips(text):
     assert parse(str(ref)) == ref
 
 
-@pytest.mark.xfail(strict=True, reason="familiar_name strips 'library/' even when more path follows "
-                   "(docker.io/library/a/b -> 'a/b', which parses as docker.io/a/b); Docker only "
-                   "strips it when the remainder has no '/'")
 def test_familiar_keeps_library_prefix_for_nested_official_paths():
     ref = parse("docker.io/library/a/b")
     assert parse(ref.familiar()) == ref

@@ -60,26 +60,26 @@ START_FLAGS = (
 HELP_FLAG = Flag(("--help",), BOOL, "Print usage")
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_SIZE = None  # compiled on first use: re is loaded anyway, the pattern need not be
 _RLIMIT_NAMES = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile",
                  "nproc", "rss", "rtprio", "rttime", "sigpending", "stack", "as")
 
 
 def parse_size(text: str, flag: str) -> int:
     """Docker's RAMInBytes: 32m, 1g, 512k, 1024 (bytes); units are powers of 1024."""
+    global _SIZE
+    import re
+
     raw = text.strip().lower()
     if raw == "-1":
         return -1
-    num = raw.rstrip("bkmgtp")
-    unit = raw[len(num):].removesuffix("b") if len(raw[len(num):]) > 1 else raw[len(num):]
-    try:
-        value = float(num)
-    except ValueError:
-        raise UsageError(f'invalid argument "{text}" for "{flag}" flag: invalid size: '
-                         f"'{text}'") from None
-    if unit not in _UNITS or value < 0:
+    if _SIZE is None:
+        _SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?$")  # go-units' RAMInBytes
+    match = _SIZE.match(raw)
+    if not match:
         raise UsageError(f'invalid argument "{text}" for "{flag}" flag: invalid size: '
                          f"'{text}'")
-    return int(value * _UNITS[unit])
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
 def _int(text: str | None, flag: str) -> int | None:
@@ -177,7 +177,11 @@ def parse_security_opts(opts: list[str]) -> dict:
         sep = "=" if "=" in opt else ":"
         key, _, value = opt.partition(sep)
         if key == "no-new-privileges":
-            out["no_new_privileges"] = (value or "true").lower() in ("true", "1", "")
+            flag = (value or "true").lower()
+            if flag not in ("true", "1", "t", "false", "0", "f"):
+                raise InvalidArgument(f"invalid --security-opt {opt!r}: no-new-privileges takes a "
+                                      "boolean (true or false)")
+            out["no_new_privileges"] = flag in ("true", "1", "t")
         elif key == "seccomp":
             if value == "unconfined":
                 out["seccomp_unconfined"] = True

@@ -48,7 +48,7 @@ def render(template: str, data) -> str:
         if len(words) == 1 and words[0].startswith("."):
             return _go_str(_lookup(data, words[0]))
         if len(words) == 2 and words[0] == "json" and words[1].startswith("."):
-            return json.dumps(_lookup(data, words[1]))
+            return json.dumps(_lookup(data, words[1]), separators=(",", ":"), ensure_ascii=False)
         if len(words) == 2 and words[0] in ("upper", "lower") and words[1].startswith("."):
             text = _go_str(_lookup(data, words[1]))
             return text.upper() if words[0] == "upper" else text.lower()

@@ -152,8 +152,11 @@ def capabilities(opts: RunOptions, user: ExecUser) -> rt.Capabilities:
 
 def resources(opts: RunOptions, devices: tuple[rt.DeviceRule, ...]) -> rt.Resources:
     memory = None
+    swap = opts.memory_swap or None  # Docker: 0 means unset
+    if swap is not None and not opts.memory:
+        raise InvalidArgument("You should always set the Memory limit when using Memoryswap limit, "
+                              "see usage")
     if opts.memory is not None or opts.memory_reservation is not None or opts.oom_kill_disable:
-        swap = opts.memory_swap
         if opts.memory and swap is None:
             swap = opts.memory * 2  # Docker: swap as large as the memory limit, by default
         if opts.memory and swap is not None and 0 <= swap < opts.memory:
@@ -170,7 +173,8 @@ def resources(opts: RunOptions, devices: tuple[rt.DeviceRule, ...]) -> rt.Resour
                 raise InvalidArgument("Conflicting options: Nano CPUs and CPU Period/Quota cannot "
                                       "both be set")
             period = 100000
-            quota = int(opts.cpus * period)
+            # as Docker's NanoCPUs: decimal, not float (0.29 CPUs is 29000, not 28999)
+            quota = round(opts.cpus * 1_000_000_000) * period // 1_000_000_000
         cpu = rt.CPU(shares=opts.cpu_shares, quota=quota, period=period, cpus=opts.cpuset_cpus,
                      mems=opts.cpuset_mems)
     pids = None

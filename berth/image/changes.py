@@ -34,8 +34,13 @@ def _pairs(instruction: str, args: str) -> list[tuple[str, str]]:
     if not words:
         raise InvalidArgument(f"{instruction} requires at least one argument")
     if "=" not in words[0]:
+        # legacy form: the rest of the line is the value, its quotes removed by shell words
         key, _, value = args.strip().partition(" ")
-        return [(key, value.strip())]
+        try:
+            value = " ".join(shlex.split(value))
+        except ValueError:
+            value = value.strip()
+        return [(key, value)]
     out = []
     for word in words:
         key, eq, value = word.partition("=")

@@ -51,7 +51,9 @@ class Reference(Record):
     def familiar_name(self) -> str:
         """The short name Docker shows: busybox, user/app, localhost:5000/app."""
         if self.registry == DEFAULT_REGISTRY:
-            return self.repository.removeprefix("library/")
+            rest = self.repository.removeprefix("library/")
+            # library/a/b must stay as is: a/b would name docker.io/a/b
+            return rest if "/" not in rest else self.repository
         return self.name
 
     def familiar(self) -> str:

@@ -78,11 +78,14 @@ def tweak(base, add=(), drop=()) -> tuple[str, ...]:
     """Docker's --cap-add/--cap-drop rules: ALL in drop empties the base, ALL in add fills it."""
     add = [normalize(c) for c in add]
     drop = [normalize(c) for c in drop]
-    result = [] if "ALL" in drop else [c for c in base if c not in drop]
     if "ALL" in add:
-        result = list(all_caps())
+        # everything, minus what is dropped by name (dropping ALL too leaves only the adds)
+        start = [] if "ALL" in drop else list(all_caps())
+        return tuple(c for c in start if c not in drop) + tuple(
+            c for c in add if c != "ALL" and ("ALL" in drop))
+    result = [] if "ALL" in drop else [c for c in base if c not in drop]
     for cap in add:
-        if cap != "ALL" and cap not in result:
+        if cap not in result:
             result.append(cap)
     return tuple(result)
 
