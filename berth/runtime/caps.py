@@ -105,5 +105,7 @@ def apply_sets(sys, effective: int, permitted: int, inheritable: int, ambient: i
     sys.capset(effective, permitted, inheritable)
     sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     for number in range(last_cap() + 1):
-        if ambient & (1 << number):
+        # the kernel refuses an ambient cap that is not also inheritable and permitted;
+        # runc ignores that (configs from `runc spec` list ambient caps alone), so do we
+        if ambient & (1 << number) and inheritable & permitted & (1 << number):
             sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, number)
