@@ -16,11 +16,15 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# every test session puts its containers' cgroups under a parent of its own, so the leak
+# checks see only this session's cgroups, whatever else runs on the machine
+CGROUP_PARENT = f"berth-test-{os.getpid()}"
 
 
 def _env(root: str) -> dict:
     env = dict(os.environ)
     env["BERTH_ROOT"] = root
+    env["BERTH_CGROUP_PARENT"] = CGROUP_PARENT
     env["PYTHONPATH"] = REPO
     env.pop("BERTH_DEBUG", None)
     return env
@@ -74,21 +78,31 @@ def berth_mounts(root: str) -> list[str]:
         return [line for line in f if root in line]
 
 
-def berth_cgroups() -> list[str]:
-    """Per-container cgroups berth created and did not remove."""
-    out = []
+def _cgroup_parents(name: str) -> list[str]:
     base = "/sys/fs/cgroup"
-    for entry in os.listdir(base):
-        path = os.path.join(base, entry, "berth")
-        if os.path.isdir(path):
-            out += [os.path.join(path, c) for c in os.listdir(path)
-                    if os.path.isdir(os.path.join(path, c))]
     if os.path.exists(os.path.join(base, "cgroup.controllers")):  # pure cgroup v2
-        path = os.path.join(base, "berth")
+        return [os.path.join(base, name)]
+    return [os.path.join(base, entry, name) for entry in os.listdir(base)]
+
+
+def berth_cgroups(parent: str = CGROUP_PARENT) -> list[str]:
+    """Per-container cgroups this test session's berth created and did not remove."""
+    out = []
+    for path in _cgroup_parents(parent):
         if os.path.isdir(path):
             out += [os.path.join(path, c) for c in os.listdir(path)
                     if os.path.isdir(os.path.join(path, c))]
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_cgroup_parent():
+    yield
+    for path in _cgroup_parents(CGROUP_PARENT):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
 
 
 def running_containers(root: str) -> set[str]:

@@ -20,6 +20,7 @@ import subprocess
 import tarfile
 import threading
 import time
+import tracemalloc
 import uuid
 
 import pytest
@@ -85,9 +86,10 @@ def apply_bytes(raw: bytes, dest, **kw) -> ApplyResult:
 class NoSeek(io.RawIOBase):
     """A stream that can only be read, like a pipe: no seek, no tell, no peek."""
 
-    def __init__(self, data: bytes, piece: int = 7000) -> None:
+    def __init__(self, data: bytes, piece: int = 7000, first: int = 3) -> None:
         self._data = memoryview(data)
         self._piece = piece
+        self._first = first  # the first read is shorter still, as a pipe's often is
 
     def readable(self):
         return True
@@ -96,7 +98,8 @@ class NoSeek(io.RawIOBase):
         return False
 
     def readinto(self, b):
-        n = min(len(b), self._piece, len(self._data))
+        n = min(len(b), self._first or self._piece, len(self._data))
+        self._first = 0
         b[:n] = self._data[:n]
         self._data = self._data[n:]
         return n
@@ -294,7 +297,8 @@ def test_an_empty_stream_is_an_empty_layer(tmp_path):
 
 
 def test_reads_from_a_pipe(tmp_path):
-    raw = tar_bytes(d("big"), f("big/blob", os.urandom(3 << 20)), f("small", b"s"))
+    blob = os.urandom(3 << 20)
+    raw = tar_bytes(d("big"), f("big/blob", blob), f("small", b"s"))
     r, w = os.pipe()
 
     def feed():
@@ -309,8 +313,7 @@ def test_reads_from_a_pipe(tmp_path):
         result = apply_layer(pipe, str(dest))
     writer.join()
     assert result.diff_id == "sha256:" + hashlib.sha256(raw).hexdigest()
-    assert (dest / "big/blob").read_bytes() == raw[1024 + 512 : 1024 + 512 + (3 << 20)] or \
-        (dest / "big/blob").stat().st_size == 3 << 20
+    assert (dest / "big/blob").read_bytes() == blob
 
 
 def test_reads_from_a_stream_that_cannot_seek_and_returns_short_reads(tmp_path):
@@ -348,6 +351,107 @@ def test_header_checksum_shortcut_matches_sum():
     blocks += [bytes(rng.choice((0, 1, 254, 255)) for _ in range(512)) for _ in range(500)]
     for block in blocks:
         assert _byte_sum(block) == sum(block)
+
+
+# -- against GNU tar
+
+
+def _build_tree(root) -> None:
+    """A small root filesystem with every kind of entry and metadata a layer carries."""
+    os.makedirs(root / "etc/ssl")
+    os.makedirs(root / "usr/bin")
+    os.makedirs(root / "tmp")
+    os.makedirs(root / "home/user/.config")
+    (root / "etc/hostname").write_bytes(b"box\n")
+    (root / "etc/ssl/key").write_bytes(os.urandom(3000))
+    (root / "usr/bin/tool").write_bytes(os.urandom(70_000))
+    (root / "usr/bin/ping").write_bytes(b"\x7fELF")
+    os.setxattr(root / "usr/bin/ping", "security.capability", CAP_NET_RAW)
+    os.setxattr(root / "etc/hostname", "user.note", b"\x00\xffbinary")
+    os.link(root / "usr/bin/tool", root / "usr/bin/tool-alias")
+    os.symlink("tool", root / "usr/bin/relative")
+    os.symlink("/usr/bin/tool", root / "usr/bin/absolute")
+    os.symlink("../../nowhere", root / "usr/bin/dangling")
+    os.mkfifo(root / "tmp/fifo")
+    os.mknod(root / "etc/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    long_dir = root / ("l" * 90) / ("o" * 90) / ("n" * 90)
+    os.makedirs(long_dir)
+    (long_dir / ("g" * 200)).write_bytes(b"long")
+    (root / os.fsdecode(b"caf\xe9-latin1")).write_bytes(b"not utf-8")
+    os.chown(root / "home/user", 1000, 1000)
+    os.chown(root / "home/user/.config", 1000, 1000)
+    os.chown(root / "usr/bin/dangling", 5, 6, follow_symlinks=False)
+    os.chmod(root / "tmp", 0o1777)
+    os.chmod(root / "etc/ssl/key", 0o600)
+    os.chown(root / "usr/bin/tool", 1000, 50)
+    os.chmod(root / "usr/bin/tool", 0o6755)
+    os.chmod(root / "home/user", 0o700)
+    for n, (dirpath, dirnames, filenames) in enumerate(sorted(os.walk(root), reverse=True)):
+        for name in filenames + dirnames:
+            os.utime(os.path.join(dirpath, name), ns=(T0 * 10**9, (T0 + n) * 10**9 + 123456789),
+                     follow_symlinks=False)
+
+
+def _describe(root) -> dict:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            entry = [stat.filemode(st.st_mode), st.st_uid, st.st_gid, st.st_nlink, st.st_rdev]
+            entry.append(st.st_mtime_ns if not stat.S_ISLNK(st.st_mode) else st.st_mtime)
+            if stat.S_ISREG(st.st_mode):
+                entry.append(hashlib.sha256(open(path, "rb").read()).hexdigest())
+            if stat.S_ISLNK(st.st_mode):
+                entry.append(os.readlink(path))
+            else:
+                entry.append({a: os.getxattr(path, a, follow_symlinks=False)
+                              for a in sorted(os.listxattr(path, follow_symlinks=False))})
+            out[os.path.relpath(path, root)] = entry
+    return out
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs GNU tar")
+@pytest.mark.parametrize("fmt", ["posix", "gnu"])
+def test_matches_gnu_tar_extracting_a_tar_made_by_gnu_tar(tmp_path, fmt):
+    src = tmp_path / "src"
+    _build_tree(src)
+    layer = tmp_path / "layer.tar"
+    xattrs = ["--xattrs", "--xattrs-include=*"] if fmt == "posix" else []
+    subprocess.run(["tar", f"--format={fmt}", *xattrs, "-cf", str(layer), "-C", str(src), "."], check=True)
+    by_tar = tmp_path / "by-tar"
+    by_tar.mkdir()
+    subprocess.run(["tar", *xattrs, "--numeric-owner", "--same-owner", "-xpf", str(layer), "-C", str(by_tar)],
+                   check=True)
+    by_berth = tmp_path / "by-berth"
+    by_berth.mkdir()
+    apply_layer(open(layer, "rb"), str(by_berth))
+    ours, theirs = _describe(by_berth), _describe(by_tar)
+    assert ours.keys() == theirs.keys()
+    for path in ours:
+        assert ours[path] == theirs[path], path
+    assert ours["usr/bin/ping"][-1].get("security.capability") == (CAP_NET_RAW if fmt == "posix" else None)
+
+
+def test_gnu_sparse_members_are_filled_in(tmp_path):
+    if shutil.which("tar") is None:
+        pytest.skip("needs GNU tar")
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "sparse", "wb") as out:
+        out.seek(5 << 20)
+        out.write(b"middle")
+        out.seek(9 << 20)
+        out.write(b"end")
+    for fmt in ("gnu", "pax"):
+        layer = tmp_path / f"{fmt}.tar"
+        subprocess.run(["tar", "--sparse", f"--format={fmt}", "-cf", str(layer), "-C", str(src), "sparse"],
+                       check=True)
+        assert layer.stat().st_size < 1 << 20  # really stored sparse
+        dest = tmp_path / fmt
+        dest.mkdir()
+        apply_layer(open(layer, "rb"), str(dest))
+        assert (dest / "sparse").read_bytes() == (src / "sparse").read_bytes()
 
 
 # -- replacing entries
@@ -438,7 +542,7 @@ def test_opaque_marker_before_its_entries_hides_only_older_content(tmp_path):
 
 
 def test_whiteouts_must_name_a_real_entry(outer):
-    for name in ("etc/.wh..", "etc/.wh...", ".wh.."):
+    for name in ("etc/.wh..", "etc/.wh...", ".wh..", ".wh..."):
         for mode in ("overlay", "apply"):
             assert_rejected(outer, tar_bytes(d("etc"), f(name)), name, whiteouts=mode)
     assert os.path.isdir(outer / "layer")
@@ -544,6 +648,28 @@ def test_rejects_a_hardlink_to_a_directory(outer):
     assert_rejected(outer, tar_bytes(d("a"), f("a/f", b"x"), hard("a", "a/f")), "a")
 
 
+def test_a_hardlink_to_a_symlink_links_the_symlink_not_its_target(outer):
+    raw = tar_bytes(sym("s", str(outer / "sentinel/secret")), hard("h", "s"))
+    before = snapshot_outside(outer)
+    apply_bytes(raw, outer / "layer")
+    assert os.readlink(outer / "layer/h") == str(outer / "sentinel/secret")
+    assert os.lstat(outer / "layer/h").st_ino == os.lstat(outer / "layer/s").st_ino
+    assert snapshot_outside(outer) == before
+
+
+def test_a_directory_replaced_by_a_symlink_is_not_reused_from_the_dir_cache(outer):
+    raw = tar_bytes(d("a"), f("a/1", b"1"), sym("a", str(outer / "sentinel")), f("a/x", b"x"))
+    err = assert_rejected(outer, raw, "a/x")
+    assert "symlink 'a'" in str(err)
+
+
+def test_a_directory_replaced_and_recreated_is_written_afresh(tmp_path):
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    apply_bytes(tar_bytes(d("a"), d("a/b"), f("a/b/1", b"1"), f("a", b"file"), d("a"), f("a/b/2", b"2")), dest)
+    assert os.listdir(dest / "a") == ["b"] and os.listdir(dest / "a/b") == ["2"]
+
+
 def test_a_file_replaces_a_symlink_instead_of_writing_through_it(outer):
     target = outer / "sentinel" / "written-through"
     raw = tar_bytes(sym("f", str(target)), f("f", b"layer data"))
@@ -613,7 +739,6 @@ def test_detects_compression_by_magic():
     assert detect(b"\x28\xb5\x2f\xfd" + bytes(6)) == "zstd"
     assert detect(raw) is None
     assert detect(b"") is None
-    assert detect(tar_bytes(f("BZh91AY&SY-looks-like-bzip2", b""))[:10]) == "bzip2"  # it is the magic
     assert detect(tar_bytes(f("BZh-not-bzip2", b""))) is None
 
 
@@ -630,7 +755,7 @@ def test_open_decompressed_round_trips(compress, tmp_path):
     blob = compress(raw)
     assert open_decompressed(io.BytesIO(blob)).read() == raw
     # a stream that can neither seek nor peek, and returns short reads
-    assert open_decompressed(NoSeek(blob, piece=3)).read() == raw
+    assert open_decompressed(NoSeek(blob, piece=1000)).read() == raw
     dest = tmp_path / "layer"
     dest.mkdir()
     result = apply_layer(open_decompressed(NoSeek(blob)), str(dest))
@@ -667,10 +792,16 @@ def test_corrupt_and_truncated_compressed_layers_are_data_loss():
             open_decompressed(io.BytesIO(bytes(broken))).read()
 
 
-def test_decompression_output_is_bounded_per_read():
+def test_decompression_memory_is_bounded_by_the_read_size():
     bomb = gzip.compress(bytes(64 << 20))  # 64 MiB of zeros in ~64 KiB
-    stream = open_decompressed(io.BytesIO(bomb))
-    assert len(stream.read(1000)) == 1000
+    tracemalloc.start()
+    try:
+        stream = open_decompressed(io.BytesIO(bomb))
+        assert len(stream.read(1 << 20)) == 1 << 20
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
 
 
 def test_zstd_without_the_package_is_a_clear_error():

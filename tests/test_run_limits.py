@@ -10,6 +10,7 @@ import time
 import pytest
 
 from berth.runtime import cgroups
+from conftest import CGROUP_PARENT
 
 
 def _cg(rel: str, controller: str, name: str) -> str:
@@ -61,7 +62,7 @@ def test_fork_bomb_stops_at_the_pids_limit(berth):
     while time.time() < deadline:
         cid = _find_id(berth, name)
         if cid:
-            current = _cg(f"berth/{cid}", "pids", "pids.current")
+            current = _cg(f"{CGROUP_PARENT}/{cid}", "pids", "pids.current")
             try:
                 with open(current) as f:
                     peak = max(peak, int(f.read()))
@@ -86,7 +87,7 @@ def test_cgroup_is_removed_when_the_container_ends(berth):
     name = f"cgone-{os.getpid()}"
     berth("run", "--name", name, "--memory", "64m", "busybox", "true")
     cid = _find_id(berth, name)
-    assert not os.path.exists(_cg(f"berth/{cid}", "memory", ""))
+    assert not os.path.exists(_cg(f"{CGROUP_PARENT}/{cid}", "memory", ""))
     berth("rm", name)
 
 

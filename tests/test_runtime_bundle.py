@@ -47,7 +47,7 @@ def test_runtime_runs_a_bundle_like_runc(bundle):
                             capture_output=True, timeout=60)
     assert theirs.returncode == 0, theirs.stderr
     assert ours.stdout.decode() == theirs.stdout.decode()
-    assert not [c for c in berth_cgroups() if "berth-runtime" in c]
+    assert not [c for c in berth_cgroups("berth-runtime") if c.endswith(f"t{os.getpid()}")]
 
 
 def test_runtime_exit_code_and_missing_bundle(bundle, tmp_path):

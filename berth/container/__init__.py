@@ -25,7 +25,7 @@ HOSTS_BASE = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n
               "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
               "ff02::2\tip6-allrouters\n")
 DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")
-CGROUP_PARENT = "berth"
+CGROUP_PARENT = "berth"  # like dockerd's --cgroup-parent; BERTH_CGROUP_PARENT overrides it
 
 
 def new_id() -> str:
@@ -97,6 +97,7 @@ class Containers:
         self.images = images
         self.store = ContainerStore(root)
         self.seccomp_cache = os.path.join(root, "cache", "seccomp")
+        self.cgroup_parent = (os.environ.get("BERTH_CGROUP_PARENT") or CGROUP_PARENT).strip("/")
 
     # --- create ----------------------------------------------------------------------
 
@@ -137,7 +138,7 @@ class Containers:
 
         cid = new_id()
         proc = ContainerProcess(
-            cgroup_path=f"{CGROUP_PARENT}/{cid}",
+            cgroup_path=f"{self.cgroup_parent}/{cid}",
             resources=specmod.resources(opts, specmod.device_rules(opts)),
             terminal=opts.tty, stdio=stdio, init=opts.init, seccomp_cache=self.seccomp_cache,
             console_size=console_size)
@@ -181,7 +182,7 @@ class Containers:
             hostname_file=paths["hostname"], hosts_file=paths["hosts"],
             resolv_file=paths["resolv.conf"], ncpus=os.cpu_count() or 1,
             host_devices=host_devices() if opts.privileged else (),
-            host_hostname=os.uname().nodename, cgroup_parent=CGROUP_PARENT,
+            host_hostname=os.uname().nodename, cgroup_parent=self.cgroup_parent,
         )
         spec = specmod.build(cfg, opts, user, ctx)
         if spec.linux.seccomp is None and not (opts.privileged or opts.seccomp_unconfined):
@@ -321,12 +322,22 @@ class Containers:
         pid, started = monitor
         return _proc_start(pid) == started
 
+    def _remove_stale_cgroup(self, cid: str) -> None:
+        from berth.runtime import cgroups
+
+        try:
+            cg = cgroups.Cgroup(cgroups.layout(), self._spec(cid).linux.cgroups_path)
+            if not cg.procs():
+                cg.destroy()
+        except (OSError, ValueError, errors.BerthError):
+            pass
+
     def reconcile(self, record: dict) -> dict:
         """A record that says running while its monitor is gone: the container died with it."""
         state = record["State"]
         if state["Running"] and not self._monitor_alive(record):
             cid = record["Id"]
-            _remove_stale_cgroup(cid)
+            self._remove_stale_cgroup(cid)
             self._set_state(cid, Status="exited", Running=False, Pid=0, ExitCode=137,
                             Error="the container's monitor process died", FinishedAt=now_rfc3339(),
                             _monitor=None)
@@ -385,17 +396,6 @@ class Containers:
         record = dict(self.get(ref))
         record.pop("Berth", None)
         return record
-
-
-def _remove_stale_cgroup(cid: str) -> None:
-    from berth.runtime import cgroups
-
-    try:
-        cg = cgroups.Cgroup(cgroups.layout(), f"{CGROUP_PARENT}/{cid}")
-        if not cg.procs():
-            cg.destroy()
-    except (OSError, errors.BerthError):
-        pass
 
 
 def _with_seccomp(spec: rt.Spec, profile_text: str | None) -> rt.Spec:

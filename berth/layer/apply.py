@@ -355,7 +355,10 @@ class _Applier:
             # tarfile decoded the raw record bytes; surrogateescape gives them back exactly
             raw = value.encode("utf-8", "surrogateescape")
             try:
-                os.setxattr(target, attr, raw, follow_symlinks=False)
+                if isinstance(target, int):
+                    os.setxattr(target, attr, raw)  # an fd: nothing to follow
+                else:
+                    os.setxattr(target, attr, raw, follow_symlinks=False)
             except OSError as exc:
                 if exc.errno not in _SKIPPED_XATTR_ERRORS:
                     raise
@@ -493,6 +496,8 @@ class _Root:
 
     def remove(self, parent: int, name: str, key: str) -> bool:
         """Removes entry ``name`` (a whole tree if a directory) of ``parent``; True if it was one."""
+        if name in ("", ".", "..") or "/" in name:
+            raise ValueError(f"refusing to remove {name!r}")  # "..": the parent of the root
         try:
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
