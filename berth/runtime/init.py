@@ -25,6 +25,7 @@ import struct
 
 from berth import linux as L
 from berth.errors import CommandNotFound, ContainerStartError
+from berth.oci.record import Record
 from berth.oci.runtime import Spec
 from berth.runtime import caps as _caps
 from berth.runtime import rootfs
@@ -42,21 +43,18 @@ RLIMITS = {f"RLIMIT_{name}": number for number, name in enumerate((
     "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME"))}
 
 
-class InitArgs:
-    """What the launcher hands to the container's first process (all in memory)."""
+class InitArgs(Record):
+    """What stage A hands to the container's first process (all in memory)."""
 
-    def __init__(self, spec: Spec, rootfs_mounts, seccomp_bpf: bytes | None, error_fd: int,
-                 go_fd: int, console_sock: int | None, init: bool, cgroup_layout,
-                 new_netns: bool) -> None:
-        self.spec = spec
-        self.rootfs_mounts = rootfs_mounts
-        self.seccomp_bpf = seccomp_bpf
-        self.error_fd = error_fd
-        self.go_fd = go_fd
-        self.console_sock = console_sock
-        self.init = init
-        self.cgroup_layout = cgroup_layout
-        self.new_netns = new_netns
+    spec: Spec
+    rootfs_mounts: tuple
+    seccomp_bpf: bytes | None
+    error_fd: int
+    go_fd: int
+    console_sock: int | None
+    init: bool
+    cgroup_layout: object
+    new_netns: bool
 
 
 def report(fd: int, exc: BaseException) -> None:
