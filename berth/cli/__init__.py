@@ -11,7 +11,8 @@ import sys
 
 DEFAULT_ROOT = "/var/lib/berth"
 
-# command -> (module under berth.cli, function)
+# command -> (module under berth.cli, function). Commands of later issues are listed with
+# the module that will hold them; until it exists they answer "not implemented yet".
 COMMANDS = {
     "run": ("run", "cmd_run"),
     "create": ("run", "cmd_create"),
@@ -25,15 +26,64 @@ COMMANDS = {
     "inspect": ("containers", "cmd_inspect"),
     "version": ("system", "cmd_version"),
     "info": ("system", "cmd_info"),
+    # images as history: commit, diff, history, save/load, export, prune (issue 3)
+    "commit": ("commit", "cmd_commit"),
+    "diff": ("commit", "cmd_diff"),
+    "history": ("commit", "cmd_history"),
+    "save": ("archive", "cmd_save"),
+    "load": ("archive", "cmd_load"),
+    "export": ("archive", "cmd_export"),
+    # registries (issue 4)
+    "pull": ("registry", "cmd_pull"),
+    "push": ("registry", "cmd_push"),
+    "login": ("registry", "cmd_login"),
+    "logout": ("registry", "cmd_logout"),
+    # build (issue 5)
+    "build": ("build", "cmd_build"),
+    # container lifecycle (issue 6)
+    "stop": ("lifecycle", "cmd_stop"),
+    "kill": ("lifecycle", "cmd_kill"),
+    "restart": ("lifecycle", "cmd_restart"),
+    "pause": ("lifecycle", "cmd_pause"),
+    "unpause": ("lifecycle", "cmd_unpause"),
+    "wait": ("lifecycle", "cmd_wait"),
+    "logs": ("lifecycle", "cmd_logs"),
+    "attach": ("lifecycle", "cmd_attach"),
+    "exec": ("lifecycle", "cmd_exec"),
+    "top": ("lifecycle", "cmd_top"),
+    "stats": ("lifecycle", "cmd_stats"),
+    "cp": ("lifecycle", "cmd_cp"),
+    "rename": ("lifecycle", "cmd_rename"),
+    "port": ("lifecycle", "cmd_port"),
 }
-# `berth image ls`, `berth container rm`, ... as Docker's management commands
+# `berth image ls`, `berth container rm`, ... as Docker's management commands. A string
+# names a command above; a tuple is (module, function) of its own.
 GROUPS = {
     "image": {"ls": "images", "list": "images", "rm": "rmi", "remove": "rmi", "import": "import",
-              "inspect": ("images", "cmd_image_inspect"), "tag": "tag"},
+              "inspect": ("images", "cmd_image_inspect"), "tag": "tag", "history": "history",
+              "save": "save", "load": "load", "pull": "pull", "push": "push", "build": "build",
+              "diff": ("commit", "cmd_image_diff"), "prune": ("gc", "cmd_image_prune")},
     "container": {"ls": "ps", "list": "ps", "ps": "ps", "rm": "rm", "remove": "rm", "run": "run",
-                  "create": "create", "start": "start",
-                  "inspect": ("containers", "cmd_container_inspect")},
-    "system": {"info": "info"},
+                  "create": "create", "start": "start", "stop": "stop", "kill": "kill",
+                  "restart": "restart", "pause": "pause", "unpause": "unpause", "wait": "wait",
+                  "logs": "logs", "attach": "attach", "exec": "exec", "top": "top",
+                  "stats": "stats", "cp": "cp", "rename": "rename", "port": "port",
+                  "commit": "commit", "diff": "diff", "export": "export",
+                  "inspect": ("containers", "cmd_container_inspect"),
+                  "prune": ("lifecycle", "cmd_container_prune")},
+    "system": {"info": "info", "df": ("gc", "cmd_system_df"), "prune": ("gc", "cmd_system_prune"),
+               "check": ("gc", "cmd_system_check")},
+    "volume": {"create": ("volumes", "cmd_volume_create"), "ls": ("volumes", "cmd_volume_ls"),
+               "list": ("volumes", "cmd_volume_ls"), "inspect": ("volumes", "cmd_volume_inspect"),
+               "rm": ("volumes", "cmd_volume_rm"), "remove": ("volumes", "cmd_volume_rm"),
+               "prune": ("volumes", "cmd_volume_prune")},
+    "network": {"create": ("network", "cmd_network_create"), "ls": ("network", "cmd_network_ls"),
+                "inspect": ("network", "cmd_network_inspect"), "rm": ("network", "cmd_network_rm"),
+                "connect": ("network", "cmd_network_connect"),
+                "disconnect": ("network", "cmd_network_disconnect"),
+                "prune": ("network", "cmd_network_prune")},
+    "registry": {"serve": ("registry", "cmd_registry_serve"),
+                 "gc": ("registry", "cmd_registry_gc")},
 }
 # errors of these commands exit 125 like docker run's; other commands exit 1
 ENGINE_EXIT_COMMANDS = ("run", "create", "start")
@@ -79,6 +129,14 @@ class Globals:
 def _err(message: str) -> None:
     sys.stderr.write(f"berth: {message}\n")
     sys.stderr.flush()
+
+
+def _command(module_name: str, func_name: str):
+    """The command's function, or None when its module or function does not exist yet."""
+    if not os.path.exists(os.path.join(os.path.dirname(__file__), module_name + ".py")):
+        return None
+    module = __import__(f"berth.cli.{module_name}", fromlist=[func_name])
+    return getattr(module, func_name, None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,8 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     from berth.cli.flags import UsageError
 
     try:
-        module = __import__(f"berth.cli.{module_name}", fromlist=[func_name])
-        return getattr(module, func_name)(g, argv) or 0
+        func = _command(module_name, func_name)
+        if func is None:
+            _err(f"'{command}' is not implemented yet")
+            return 1
+        return func(g, argv) or 0
     except UsageError as exc:
         _err(f"{exc}; see 'berth {command} --help'")
         return 125

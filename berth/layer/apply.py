@@ -568,11 +568,9 @@ def _members(source: _TarSource) -> Iterator[tuple[tarfile.TarFile | None, tarfi
 # needs no PAX or GNU extension header. Only the first three carry data.
 _PLAIN_TYPES = frozenset((b"0", b"\0", b"7", b"1", b"2", b"3", b"4", b"5", b"6"))
 _DATA_TYPES = frozenset((b"0", b"\0", b"7"))
-# mode, uid, gid, size, mtime (and devmajor, devminor for devices): octal, then NUL or space
-_NUMBERS = ((100, 107), (108, 115), (116, 123), (124, 135), (136, 147))
-_DEVICE_NUMBERS = ((329, 336), (337, 344))
 _DEVICE_TYPES = frozenset((b"3", b"4"))
-_TERMINATORS = frozenset((0, 32))
+# Number fields end in NUL or space; as spaces, int() skips them like tarfile's nts/strip.
+_NUL_TO_SPACE = bytes.maketrans(b"\0", b" ")
 _BLOCK = tarfile.BLOCKSIZE
 _ZERO_BLOCK = bytes(_BLOCK)
 _ENCODING = ("utf-8", "surrogateescape")  # names as os.fsdecode would give them
@@ -583,21 +581,23 @@ def _plain_header(buf: bytes) -> _TarInfo | None:
     uname/gname stay empty (berth uses numeric ids) and device numbers are read for
     devices only; None for anything else."""
     kind = buf[156:157]
-    if (
-        kind not in _PLAIN_TYPES
-        or len(buf) != _BLOCK
-        or {buf[107], buf[115], buf[123], buf[135], buf[147]} - _TERMINATORS
-    ):
+    if kind not in _PLAIN_TYPES or len(buf) != _BLOCK:
         return None
+    numbers = buf[100:156].translate(_NUL_TO_SPACE)
     try:
-        mode, uid, gid, size, mtime = [int(buf[a:b], 8) for a, b in _NUMBERS]
-        chksum = int(buf[148:156].partition(b"\0")[0], 8)
+        mode = int(numbers[0:8], 8)
+        uid = int(numbers[8:16], 8)
+        gid = int(numbers[16:24], 8)
+        size = int(numbers[24:36], 8)
+        mtime = int(numbers[36:48], 8)
+        chksum = int(numbers[48:56], 8)
         if kind in _DEVICE_TYPES:
-            major, minor = [int(buf[a:b].partition(b"\0")[0] or b"0", 8) for a, b in _DEVICE_NUMBERS]
+            major = int(buf[329:337].translate(_NUL_TO_SPACE) or b"0", 8)
+            minor = int(buf[337:345].translate(_NUL_TO_SPACE) or b"0", 8)
         else:
             major = minor = 0
     except ValueError:
-        return None  # NULs inside a field, base-256 numbers: tarfile's business
+        return None  # empty fields, bytes after a NUL, base-256 numbers: tarfile's business
     if chksum != 256 + _byte_sum(buf) - sum(buf[148:156]):
         return None  # maybe a signed checksum, maybe corrupt: tarfile decides
     m = _TarInfo()
@@ -608,10 +608,12 @@ def _plain_header(buf: bytes) -> _TarInfo | None:
         kind = tarfile.DIRTYPE  # old V7 form of a directory
     if kind == tarfile.DIRTYPE:
         name = name.rstrip("/")
-    prefix = buf[345:500].partition(b"\0")[0]  # read as tarfile does, GNU headers included
-    m.name = prefix.decode(*_ENCODING) + "/" + name if prefix else name
+    if buf[345]:  # ustar prefix, read as tarfile does (GNU headers included)
+        name = buf[345:500].partition(b"\0")[0].decode(*_ENCODING) + "/" + name
+    m.name = name
     m.type = kind
-    m.linkname = buf[157:257].partition(b"\0")[0].decode(*_ENCODING)
+    if buf[157]:
+        m.linkname = buf[157:257].partition(b"\0")[0].decode(*_ENCODING)
     return m
 
 
