@@ -23,10 +23,13 @@ becomes a 0/0 character device ``dir/NAME`` and ``dir/.wh..wh..opq`` the xattr
 put there instead.
 
 Reading: the stream is pulled and hashed by a reader thread (``_TarSource``), so the diff
-ID needs no second pass. Plain ustar headers are parsed here and everything else by
-``tarfile`` over the same forward-only reader (``_members``); tarfile's own stream mode
-(``mode="r|"``) re-joins and re-slices its buffer on every read and measured about twice
-as slow. Everything here runs in well under GNU tar's time plus the sha256.
+ID needs no second pass and decompression overlaps extraction. Plain ustar headers are
+parsed here and everything else by ``tarfile`` over the same forward-only reader
+(``_members``): tarfile's stream mode (``mode="r|"``) re-joins and re-slices its buffer
+on every read and parses a header in ~14 us, which together made extraction twice as slow.
+Measured on a 210 MiB layer of 8,800 members, sha256 included: 1.1x GNU ``tar -xf`` on
+tmpfs, at par on ext4, 0.5x ``tar -xzf`` for the gzipped layer. Per-member Python work
+shows on layers of tiny files: 51,000 files of ~1 KiB take 1.6x tar's time on tmpfs.
 """
 
 from __future__ import annotations
@@ -87,10 +90,11 @@ def apply_layer(
 ) -> ApplyResult:
     """Extract the uncompressed layer tar ``stream`` into the existing directory ``dest``.
 
-    ``stream`` needs only ``read`` (a pipe is fine) and is read to its end. Raises
-    InvalidArgument naming the member for anything that would leave ``dest`` or is not
-    allowed (then stops: what was extracted so far stays, for the caller to discard),
-    DataLoss for a corrupt or truncated tar.
+    ``stream`` needs only ``read`` (a pipe is fine) and is read to its end, from a helper
+    thread that is joined before this returns or raises. Raises InvalidArgument naming the
+    member for anything that would leave ``dest`` or is not allowed (then stops: what was
+    extracted so far stays, for the caller to discard), DataLoss for a corrupt or
+    truncated tar, FailedPrecondition when the host refuses (disk full, no permission).
     """
     if whiteouts not in ("overlay", "apply"):
         raise InvalidArgument(f"whiteouts must be 'overlay' or 'apply', not {whiteouts!r}")
@@ -235,26 +239,31 @@ class _Applier:
             raise InvalidArgument(f"{what} lies inside the link itself")
         target_dir_key, _, target_name = target.rpartition("/")
         try:
-            target_dir = self.root.dir(target_dir_key, create=False)
+            cached = self.root.dir(target_dir_key, create=False)
         except _Blocked as blocked:
             raise _blocked_error(f"{m.name!r} (hardlink target {m.linkname!r})", blocked) from None
+        if cached is None:
+            raise InvalidArgument(f"{what} does not exist in the layer")
+        target_dir = os.dup(cached)  # held across the lookup of the link's own parent
         try:
-            if target_dir is None:
-                raise FileNotFoundError
-            st = os.stat(target_name, dir_fd=target_dir, follow_symlinks=False)
-        except FileNotFoundError:
-            raise InvalidArgument(f"{what} does not exist in the layer") from None
-        if stat.S_ISDIR(st.st_mode):
-            raise InvalidArgument(f"{what} is a directory")
-        if target == key:
-            return  # a link to itself: already there
-        parent = self._parent(m, parent_key)  # evicts only older cache entries: target_dir stays open
-        link = lambda: os.link(target_name, name, src_dir_fd=target_dir, dst_dir_fd=parent, follow_symlinks=False)
-        try:
-            link()
-        except FileExistsError:
-            self._remove(parent, name, key)
-            link()
+            try:
+                st = os.stat(target_name, dir_fd=target_dir, follow_symlinks=False)
+            except FileNotFoundError:
+                raise InvalidArgument(f"{what} does not exist in the layer") from None
+            if stat.S_ISDIR(st.st_mode):
+                raise InvalidArgument(f"{what} is a directory")
+            if target == key:
+                return  # a link to itself: already there
+            parent = self._parent(m, parent_key)
+            link = lambda: os.link(target_name, name, src_dir_fd=target_dir, dst_dir_fd=parent,
+                                   follow_symlinks=False)
+            try:
+                link()
+            except FileExistsError:
+                self._remove(parent, name, key)
+                link()
+        finally:
+            os.close(target_dir)
         # no metadata: the inode has it from its own member, and chown would drop its capabilities
 
     def _node(self, tar, m, key, parent_key, name) -> None:
@@ -457,8 +466,8 @@ class _Root:
         """The fd of directory ``key``; None if it is missing and not ``create``.
 
         Missing directories are created 0755 root-owned, as Docker does. Raises _Blocked
-        when a component is a symlink or not a directory. The fd stays open until
-        ``forget`` or until this has been called _DIR_CACHE more times for other paths.
+        when a component is a symlink or not a directory. The fd belongs to the cache: it
+        stays open only until the next call (dup it to keep it longer).
         """
         if not key:
             return self.fd
@@ -467,8 +476,6 @@ class _Root:
         if fd is not None:
             dirs[key] = fd  # now the most recent
             return fd
-        while len(dirs) >= _DIR_CACHE:
-            os.close(dirs.pop(next(iter(dirs))))
         parts = key.split("/")
         start, fd = 0, self.fd
         for i in range(len(parts) - 1, 0, -1):
@@ -492,6 +499,8 @@ class _Root:
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 raise _Blocked("/".join(parts[: i + 1]), stat.S_ISLNK(st.st_mode)) from exc
             dirs["/".join(parts[: i + 1])] = fd = child
+            if len(dirs) > _DIR_CACHE:  # the oldest is never the one in hand
+                os.close(dirs.pop(next(iter(dirs))))
         return fd
 
     def remove(self, parent: int, name: str, key: str) -> bool:
@@ -521,8 +530,8 @@ class _Root:
 def _members(source: _TarSource) -> Iterator[tuple[tarfile.TarFile | None, tarfile.TarInfo]]:
     """Yields (tarfile or None, member) in archive order; member data is read from ``source``.
 
-    Plain headers are parsed by ``_plain_header``: tarfile's TarFile.next() costs ~20 us
-    a member, a third of the time of a layer of small files, against ~5 us here. Every
+    Plain headers are parsed by ``_plain_header`` in ~3 us, where tarfile's next() takes
+    ~15 us, a third of the time of a layer of small files. Every
     other header (PAX, GNU long names, sparse, base-256 numbers) is put back and read by
     one tarfile.TarFile over the same stream; after a PAX global header, which applies to
     all later members, tarfile reads everything.

@@ -177,24 +177,22 @@ class _Decoder(io.RawIOBase):
             self._input = rest
         if self._zlib:
             data = dec.unconsumed_tail or self._input  # type: ignore[attr-defined]
-            self._input = b""
-            if not data:
-                data = self._read_input()
         elif dec.needs_input:  # type: ignore[attr-defined]
-            data = self._input or self._read_input()
-            self._input = b""
+            data = self._input
         else:
             data = b""  # the decoder still holds output from earlier input
+        self._input = b""
+        at_end = False
+        if not data and (self._zlib or dec.needs_input):  # type: ignore[attr-defined]
+            data = self._source.read(_IN_CHUNK)
+            at_end = not data  # zlib may still hold output that filled the last limit
         try:
-            return dec.decompress(data, limit)  # type: ignore[attr-defined]
+            out = dec.decompress(data, limit)  # type: ignore[attr-defined]
         except _DECODE_ERRORS as exc:
             raise DataLoss(f"{self._kind} layer data is corrupt: {exc}") from exc
-
-    def _read_input(self) -> bytes:
-        data = self._source.read(_IN_CHUNK)
-        if not data:
+        if at_end and not out and not dec.eof:  # type: ignore[attr-defined]
             raise DataLoss(f"{self._kind} layer data is truncated")
-        return data
+        return out
 
 
 def _open_zstd(source: BinaryIO) -> BinaryIO:
