@@ -76,6 +76,8 @@ def test_run_path_does_not_load_heavy_modules():
             "import berth.container, berth.runtime, berth.runtime.init, berth.runtime.seccomp\n"
             "print(' '.join(m for m in ('pyseccomp', 'tarfile', 'hashlib', 'dataclasses', "
             "'typing', 'argparse', 'subprocess') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
-                         cwd=REPO, check=True).stdout.strip()
+    # this working tree (not an installed copy), and no user site-packages
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": REPO, "PYTHONNOUSERSITE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env=env, check=True).stdout.strip()
     assert out == ""
