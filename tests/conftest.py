@@ -25,9 +25,13 @@ def _env(root: str) -> dict:
     env = dict(os.environ)
     env["BERTH_ROOT"] = root
     env["BERTH_CGROUP_PARENT"] = CGROUP_PARENT
+    env["BERTH_HUB_IDLE"] = "60"  # a hub a test forgot to stop goes away on its own
     env["PYTHONPATH"] = REPO
     env.pop("BERTH_DEBUG", None)
     return env
+
+
+_ROOTS: set[str] = set()  # every root a test used: all are shut down when the session ends
 
 
 class Berth:
@@ -36,6 +40,7 @@ class Berth:
     def __init__(self, root: str) -> None:
         self.root = root
         self.env = _env(root)
+        _ROOTS.add(root)
 
     def cmd(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "berth", *args]
@@ -58,6 +63,15 @@ class Berth:
     def popen(self, *args: str, **kw) -> subprocess.Popen:
         return subprocess.Popen(self.cmd(*args), env=self.env, **kw)
 
+    def shutdown(self) -> None:
+        """Remove every container of this root and stop its hub: leave nothing running."""
+        ids = self("ps", "-aq", "--no-trunc", check=False).stdout.decode().split()
+        if ids:
+            self("rm", "-f", *ids, check=False)
+        from berth.container import client
+
+        client.stop_hub(self.root)
+
 
 @pytest.fixture(scope="session")
 def busybox_tar(tmp_path_factory) -> str:
@@ -70,7 +84,8 @@ def busybox_tar(tmp_path_factory) -> str:
 def session_root(tmp_path_factory, busybox_tar) -> str:
     root = str(tmp_path_factory.mktemp("berth-root"))
     Berth(root)("import", "-c", 'CMD ["sh"]', busybox_tar, "busybox")
-    return root
+    yield root
+    Berth(root).shutdown()
 
 
 def berth_mounts(root: str) -> list[str]:
@@ -98,6 +113,9 @@ def berth_cgroups(parent: str = CGROUP_PARENT) -> list[str]:
 @pytest.fixture(scope="session", autouse=True)
 def _remove_cgroup_parent():
     yield
+    for root in sorted(_ROOTS):
+        if os.path.isdir(root):
+            Berth(root).shutdown()
     for path in _cgroup_parents(CGROUP_PARENT):
         try:
             os.rmdir(path)
@@ -142,4 +160,5 @@ def fresh_berth(tmp_path, busybox_tar) -> Berth:
     """A berth root of its own, with busybox imported, for tests that count things."""
     b = Berth(str(tmp_path / "root"))
     b("import", "-c", 'CMD ["sh"]', busybox_tar, "busybox")
-    return b
+    yield b
+    b.shutdown()

@@ -61,21 +61,36 @@ def test_inspect_is_shaped_like_docker(fresh_berth):
     assert missing.returncode == 1 and b"No such object: nothing-here" in missing.stderr
 
 
-def test_killed_monitor_takes_the_container_with_it_and_ps_notices(fresh_berth):
+def test_killing_the_cli_leaves_the_container_to_its_monitor(fresh_berth):
     proc = fresh_berth.popen("run", "--name", "orphan", "busybox", "sh", "-c",
                              "echo ready; sleep 60", stdout=subprocess.PIPE)
     assert proc.stdout.readline().strip() == b"ready"
-    pid = json.loads(fresh_berth.out("inspect", "orphan"))[0]["State"]["Pid"]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    [info] = json.loads(fresh_berth.out("inspect", "orphan"))
+    assert info["State"]["Running"], "the container died with the CLI"
+    assert os.path.exists(f"/proc/{info['State']['Pid']}")
+    assert "Up " in fresh_berth.out("ps")
+    assert fresh_berth.out("logs", "orphan") == "ready\n"
+    fresh_berth("rm", "-f", "orphan")
+    assert not os.path.exists(f"/proc/{info['State']['Pid']}")
+
+
+def test_a_killed_monitor_leaves_the_container_running_and_rm_f_still_works(fresh_berth):
+    cid = fresh_berth.out("run", "-d", "--name", "lone", "busybox", "sleep", "60").strip()
+    record = json.loads(open(os.path.join(fresh_berth.root, "containers", cid,
+                                          "container.json")).read())
+    monitor, pid = record["Berth"]["Monitor"][0], record["State"]["Pid"]
+    os.kill(monitor, signal.SIGKILL)
     for _ in range(100):
-        if not os.path.exists(f"/proc/{pid}"):
+        if not os.path.exists(f"/proc/{monitor}"):
             break
-        time.sleep(0.05)
-    assert not os.path.exists(f"/proc/{pid}"), "the container outlived its monitor"
-    state = json.loads(fresh_berth.out("inspect", "orphan"))[0]["State"]
-    assert state["Status"] == "exited" and not state["Running"]
-    fresh_berth("rm", "orphan")
+        time.sleep(0.02)
+    assert os.path.exists(f"/proc/{pid}")
+    assert json.loads(fresh_berth.out("inspect", "lone"))[0]["State"]["Running"]
+    fresh_berth("rm", "-f", "lone")
+    assert not os.path.exists(f"/proc/{pid}")
+    assert fresh_berth.out("ps", "-aq") == ""
 
 
 def test_version_and_info(fresh_berth):

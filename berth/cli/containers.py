@@ -59,7 +59,7 @@ def command_text(record: dict, no_trunc: bool) -> str:
     import shlex
 
     cmd = " ".join([record["Path"]] + [shlex.quote(a) if " " in a else a for a in record["Args"]])
-    return json.dumps(cmd if no_trunc else fmt.truncate(cmd, 20))
+    return json.dumps(cmd if no_trunc else fmt.truncate(cmd, 20), ensure_ascii=False)
 
 
 def cmd_ps(g, argv) -> int:

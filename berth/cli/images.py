@@ -21,6 +21,8 @@ IMAGES_FLAGS = (
     Flag(("-q", "--quiet"), BOOL, "Only show image IDs"),
     Flag(("--no-trunc",), BOOL, "Don't truncate output"),
     Flag(("--digests",), BOOL, "Show digests"),
+    Flag(("-f", "--filter"), LIST, "Filter output based on conditions provided "
+         "(dangling=true|false, reference=PATTERN, before=IMAGE, since=IMAGE, label=KEY[=VALUE])"),
 )
 RMI_FLAGS = (
     Flag(("-f", "--force"), BOOL, "Force removal of the image"),
@@ -71,49 +73,154 @@ def cmd_import(g, argv) -> int:
     return 0
 
 
-def image_size(image) -> int:
+def image_size(image, store=None) -> int:
+    """The image's size as Docker and podman show it: its layers, uncompressed."""
+    if store is not None:
+        return store.image_size(image)
     return sum(layer.size for layer in image.manifest.layers)
+
+
+FILTER_KEYS = ("dangling", "reference", "before", "since", "label")
+
+
+def parse_filters(specs: list[str]) -> dict[str, list[str]]:
+    """Docker's --filter key=value, repeatable; the same key ORs, different keys AND."""
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        key, eq, value = spec.partition("=")
+        key = key.strip().lower()
+        if not eq:
+            raise InvalidArgument(f"bad format of filter (expected name=value): {spec}")
+        if key not in FILTER_KEYS:
+            raise InvalidArgument(f"invalid filter '{key}'")
+        if key == "dangling" and value.lower() not in ("true", "false", "1", "0"):
+            raise InvalidArgument(f"invalid filter 'dangling={value}'")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def glob_match(pattern: str, text: str) -> bool:
+    """Go's path.Match, as Docker's reference filter uses it: '*' and '?' stop at '/'."""
+    import re
+
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end < 0:
+                raise InvalidArgument(f"invalid reference filter pattern {pattern!r}")
+            # Go's classes read like Python's: ranges, a leading '^' negates
+            out.append("[" + pattern[i + 1:end].replace("[", "\\[") + "]")
+            i = end
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        else:
+            out.append(re.escape(c))
+        i += 1
+    try:
+        return re.fullmatch("".join(out), text) is not None
+    except re.error:
+        raise InvalidArgument(f"invalid reference filter pattern {pattern!r}") from None
+
+
+def reference_matches(patterns: list[str], name: str) -> bool:
+    """Docker's FamiliarMatch: the pattern against familiar name:tag, then name alone."""
+    from berth.oci import reference
+
+    ref = reference.parse(name)
+    full = ref.familiar()
+    return any(glob_match(p, full) or glob_match(p, ref.familiar_name) for p in patterns)
+
+
+def select_images(store, images, filters: dict[str, list[str]]) -> list[tuple]:
+    """(image, name or None) rows the filters keep, newest first, as `images` lists them."""
+    def created(image) -> float:
+        return fmt.parse_time(image.config.created or "") or 0.0
+
+    bounds = {}
+    for key in ("before", "since"):
+        for ref in filters.get(key, ()):
+            bounds.setdefault(key, []).append(created(store.resolve(ref)))
+    rows = []
+    for image in images:
+        if "dangling" in filters:
+            want = {v.lower() in ("true", "1") for v in filters["dangling"]}
+            if (not image.names) not in want:
+                continue
+        t = created(image)
+        if any(t >= b for b in bounds.get("before", ())):
+            continue
+        if any(t <= b for b in bounds.get("since", ())):
+            continue
+        if "label" in filters and not all(_label_matches(image, spec)
+                                          for spec in filters["label"]):
+            continue
+        names = list(image.names) or [None]
+        if "reference" in filters:
+            names = [n for n in names if n and reference_matches(filters["reference"], n)]
+        rows += [(image, n) for n in names]
+    rows.sort(key=lambda r: created(r[0]), reverse=True)
+    return rows
+
+
+def _label_matches(image, spec: str) -> bool:
+    key, eq, value = spec.partition("=")
+    labels = image.config.config.labels or {}
+    return key in labels and (not eq or labels[key] == value)
 
 
 def cmd_images(g, argv) -> int:
     values, pos = parse(argv, IMAGES_FLAGS + (HELP_FLAG,))
     if _help(values, "images", "[OPTIONS] [REPOSITORY[:TAG]]", "List images", IMAGES_FLAGS):
         return 0
+    if len(pos) > 1:
+        raise UsageError('"berth images" requires at most 1 argument.')
     from berth.oci import reference
 
+    filters = parse_filters(values["filter"])
     store = _stores(g)
+    broken: list = []
+    images = store.list(broken)
+    for digest, names, exc in broken:
+        sys.stderr.write(f"berth: warning: image {', '.join(names) or digest} is not listed: "
+                         f"{exc}\n")
     rows = []
-    for image in store.list():
-        created = image.config.created or ""
-        shown_id = image.id if values["no_trunc"] else image.short_id
-        names = image.names or (None,)
-        for name in names:
-            if name:
-                ref = reference.parse(name)
-                repo, tag = ref.familiar_name, ref.tag or "<none>"
-            else:
-                repo, tag = "<none>", "<none>"
-            if pos:
-                want = reference.parse(pos[0], default_tag=False)
-                if name is None or ref.name != want.name or (want.tag and want.tag != tag):
-                    continue
-            rows.append((created, repo, tag, shown_id, image))
-    rows.sort(key=lambda r: r[0], reverse=True)
+    for image, name in select_images(store, images, filters):
+        if name:
+            ref = reference.parse(name)
+            repo, tag = ref.familiar_name, ref.tag or "<none>"
+        else:
+            repo, tag = "<none>", "<none>"
+        if pos:
+            want = reference.parse(pos[0], default_tag=False)
+            if name is None or ref.name != want.name or (want.tag and want.tag != tag):
+                continue
+        rows.append((repo, tag, image.id if values["no_trunc"] else image.short_id, image))
     if values["quiet"]:
         seen = []
         for row in rows:
-            if row[3] not in seen:
-                seen.append(row[3])
+            if row[2] not in seen:
+                seen.append(row[2])
         sys.stdout.write("".join(f"{i}\n" for i in seen))
         return 0
     headers = ["REPOSITORY", "TAG"] + (["DIGEST"] if values["digests"] else []) + \
         ["IMAGE ID", "CREATED", "SIZE"]
     table = []
-    for created, repo, tag, shown_id, image in rows:
+    sizes: dict[str, int] = {}
+    for repo, tag, shown_id, image in rows:
         row = [repo, tag]
         if values["digests"]:
             row.append(image.manifest_digest)
-        row += [shown_id, fmt.ago(created) or "N/A", fmt.human_size(image_size(image))]
+        if image.id not in sizes:
+            sizes[image.id] = image_size(image, store)
+        row += [shown_id, fmt.ago(image.config.created or "") or "N/A",
+                fmt.human_size(sizes[image.id])]
         table.append(row)
     sys.stdout.write(fmt.table(headers, table))
     return 0
@@ -182,11 +289,13 @@ def remove_image(store, containers, ref: str, force: bool) -> list[str]:
                                f"{image.short_id}")
             raise Conflict(f"conflict: unable to delete {image.short_id} (must be forced) - image "
                            f"is being used by stopped container {users[0][:12]}")
-        # forced: the names go, the image stays for its containers
-        for name in image.names:
-            store.untag(name)
-            out.append(f"Untagged: {reference.parse(name).familiar()}")
-        store.add(image.manifest_digest, None)
+        # forced: the names go, the image stays for its containers; the lease keeps a
+        # prune from taking it in the moment it has no record
+        with store.lease():
+            for name in image.names:
+                store.untag(name)
+                out.append(f"Untagged: {reference.parse(name).familiar()}")
+            store.add(image.manifest_digest, None)
         return out
     for name in image.names:
         out.append(f"Untagged: {reference.parse(name).familiar()}")
@@ -224,7 +333,7 @@ def image_inspect_dict(store, image) -> dict:
         "Architecture": cfg.architecture,
         **({"Variant": cfg.variant} if cfg.variant else {}),
         "Os": cfg.os,
-        "Size": image_size(image),
+        "Size": image_size(image, store),
         "GraphDriver": {"Name": "overlay", "Data": {
             "LowerDir": ":".join(store.snapshots.fs(ch) for ch in reversed(image.chain_ids))}},
         "RootFS": {"Type": "layers", "Layers": list(image.diff_ids)},

@@ -6,7 +6,7 @@ import os
 import sys
 
 from berth.cli.flags import BOOL, LIST, VALUE, Flag, UsageError, parse, usage
-from berth.errors import FailedPrecondition, InvalidArgument, NotFound
+from berth.errors import BerthError, FailedPrecondition, InvalidArgument
 
 CREATE_FLAGS = (
     Flag(("-i", "--interactive"), BOOL, "Keep STDIN open even if not attached"),
@@ -48,6 +48,19 @@ CREATE_FLAGS = (
     Flag(("--shm-size",), VALUE, "Size of /dev/shm"),
     Flag(("--ipc",), VALUE, "IPC mode to use (private, none)"),
     Flag(("--rm",), BOOL, "Automatically remove the container when it exits"),
+    Flag(("--restart",), VALUE, "Restart policy to apply when a container exits (no, always, "
+                                "unless-stopped, on-failure[:max-retries])"),
+    Flag(("--log-opt",), LIST, "Log driver options (max-size, max-file)"),
+    Flag(("--log-driver",), VALUE, "Logging driver for the container (json-file)"),
+    Flag(("--stop-signal",), VALUE, "Signal to stop the container"),
+    Flag(("--stop-timeout",), VALUE, "Timeout (in seconds) to stop a container", "int"),
+    Flag(("-l", "--label"), LIST, "Set meta data on a container"),
+    Flag(("--health-cmd",), VALUE, "Command to run to check health"),
+    Flag(("--health-interval",), VALUE, "Time between running the check (ms|s|m|h)"),
+    Flag(("--health-timeout",), VALUE, "Maximum time to allow one check to run (ms|s|m|h)"),
+    Flag(("--health-start-period",), VALUE, "Start period for the container to initialize"),
+    Flag(("--health-retries",), VALUE, "Consecutive failures needed to report unhealthy", "int"),
+    Flag(("--no-healthcheck",), BOOL, "Disable any container-specified HEALTHCHECK"),
 )
 RUN_FLAGS = CREATE_FLAGS + (
     Flag(("-d", "--detach"), BOOL, "Run container in background and print container ID"),
@@ -285,8 +298,78 @@ def build_options(v: dict, command: list[str]):
         sysctls=sysctls,
         shm_size=parse_size(v["shm_size"], "--shm-size") if v["shm_size"] else DEFAULT_SHM_SIZE,
         ipc=v["ipc"] or "private",
+        restart=parse_restart(v["restart"]),
+        log_opts=parse_log_opts(v["log_driver"], v["log_opt"]),
+        stop_signal=v["stop_signal"],
+        stop_timeout=_int(v["stop_timeout"], "--stop-timeout"),
+        labels=dict(_label(item) for item in v["label"]),
+        health=parse_health(v),
     )
+    if v["rm"] and opts.restart != "no":
+        raise InvalidArgument("Conflicting options: --restart and --rm")
     return opts, profile_text
+
+
+def parse_restart(text: str | None) -> str:
+    if not text or text == "no":
+        return "no"
+    name, _, count = text.partition(":")
+    if name not in ("always", "unless-stopped", "on-failure") or (count and name != "on-failure"):
+        raise InvalidArgument(f"invalid restart policy {text!r} (no, always, unless-stopped, "
+                              "on-failure[:max-retries])")
+    if count and (not count.isdigit()):
+        raise InvalidArgument(f"maximum retry count must be a non-negative integer: {text!r}")
+    return text
+
+
+def parse_log_opts(driver: str | None, items: list[str]) -> dict:
+    if driver not in (None, "json-file"):
+        raise InvalidArgument(f"logging driver {driver!r} is not supported (json-file)")
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or key not in ("max-size", "max-file"):
+            raise InvalidArgument(f"unknown log opt {item!r} for json-file log driver "
+                                  "(max-size, max-file)")
+        if key == "max-size":
+            parse_size(value, "--log-opt")
+        elif not value.isdigit() or int(value) < 1:
+            raise InvalidArgument(f"invalid value for max-file: {value!r}")
+        out[key] = value
+    return out
+
+
+def _label(item: str) -> tuple[str, str]:
+    key, _, value = item.partition("=")
+    if not key:
+        raise InvalidArgument(f"invalid label {item!r}")
+    return key, value
+
+
+def parse_duration(text: str | None, flag: str) -> int | None:
+    """Go durations as Docker's --health-* flags take them (1m30s, 500ms) -> nanoseconds."""
+    import re
+
+    if text is None:
+        return None
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise UsageError(f'invalid argument "{text}" for "{flag}" flag: time: invalid duration')
+    scale = {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}
+    return int(sum(float(n) * scale[u] for n, u in parts))
+
+
+def parse_health(v: dict) -> dict | None:
+    if v["no_healthcheck"]:
+        return {"Test": ["NONE"]}
+    if not any(v[k] is not None for k in ("health_cmd", "health_interval", "health_timeout",
+                                          "health_start_period", "health_retries")):
+        return None
+    return {"Test": ["CMD-SHELL", v["health_cmd"]] if v["health_cmd"] else [],
+            "Interval": parse_duration(v["health_interval"], "--health-interval") or 0,
+            "Timeout": parse_duration(v["health_timeout"], "--health-timeout") or 0,
+            "StartPeriod": parse_duration(v["health_start_period"], "--health-start-period") or 0,
+            "Retries": _int(v["health_retries"], "--health-retries") or 0}
 
 
 def _require_root(what: str) -> None:
@@ -294,16 +377,15 @@ def _require_root(what: str) -> None:
         raise FailedPrecondition(f"berth {what} needs root: run it as root (for example with sudo)")
 
 
-def _open(g):
+def _containers(g):
     from berth.container import Containers
     from berth.image import ImageStore
 
-    images = ImageStore(g.root)
-    return images, Containers(g.root, images)
+    return Containers(g.root, ImageStore(g.root))
 
 
 def _parse_create(g, argv: list[str], flags, command_name: str):
-    """Flags -> (flag values, RunOptions, containers, image ref, create args); None for --help."""
+    """Flags -> (flag values, RunOptions, image ref, create args); None for --help."""
     values, pos = parse(argv, flags + (HELP_FLAG,), interspersed=False)
     if values["help"]:
         sys.stdout.write(usage(command_name, "[OPTIONS] IMAGE [COMMAND] [ARG...]",
@@ -314,22 +396,22 @@ def _parse_create(g, argv: list[str], flags, command_name: str):
         raise UsageError(f'"berth {command_name}" requires at least 1 argument.')
     _require_root(command_name)
     opts, profile_text = build_options(values, pos[1:])
-    if opts.tty and opts.interactive and not os.isatty(0):
+    if opts.tty and opts.interactive and not values.get("detach") and not os.isatty(0):
         raise InvalidArgument("the input device is not a TTY")
     for b in opts.binds:
         # Docker creates a missing bind source as a directory (only for -v)
         os.makedirs(b.source, exist_ok=True)
-    _images, containers = _open(g)
     create_args = dict(name=values["name"], auto_remove=values["rm"],
                        seccomp_profile_text=profile_text)
-    return values, opts, containers, pos[0], create_args
+    return values, opts, pos[0], create_args
 
 
 def cmd_create(g, argv: list[str]) -> int:
     parsed = _parse_create(g, argv, CREATE_FLAGS, "create")
     if parsed is None:
         return 0
-    _values, opts, containers, image_ref, create_args = parsed
+    _values, opts, image_ref, create_args = parsed
+    containers = _containers(g)
     record = containers.create(containers.resolve_image(image_ref), opts, image_ref=image_ref,
                                **create_args)
     sys.stdout.write(record["Id"] + "\n")
@@ -337,105 +419,166 @@ def cmd_create(g, argv: list[str]) -> int:
 
 
 def cmd_run(g, argv: list[str]) -> int:
+    """create + start through the hub: a monitor owns the container, this CLI attaches."""
     parsed = _parse_create(g, argv, RUN_FLAGS, "run")
     if parsed is None:
         return 0
-    values, opts, containers, image_ref, create_args = parsed
-    if values["detach"]:
-        raise InvalidArgument("detached containers (-d) are not supported yet: "
-                              "run in the foreground")
-    return run_attached(containers, lambda stdio, size: containers.run(
-        image_ref, opts, stdio, console_size=size, **create_args), opts.tty, opts.interactive,
-        values["rm"], values["sig_proxy"])
+    values, opts, image_ref, create_args = parsed
+    from berth.container import client
+    from berth.container.spec import options_to_dict
+
+    message = {"op": "run", "image": image_ref, "opts": options_to_dict(opts),
+               "create": create_args}
+    return session(client.hub(g.root), message, tty=opts.tty, interactive=opts.interactive,
+                   detach=values["detach"], sig_proxy=values["sig_proxy"])
 
 
 def cmd_start(g, argv: list[str]) -> int:
     values, pos = parse(argv, START_FLAGS + (HELP_FLAG,))
     if values["help"]:
-        sys.stdout.write(usage("start", "[OPTIONS] CONTAINER", "Start a created container",
-                               START_FLAGS) + "\n")
+        sys.stdout.write(usage("start", "[OPTIONS] CONTAINER [CONTAINER...]",
+                               "Start one or more stopped containers", START_FLAGS) + "\n")
         return 0
-    if len(pos) != 1:
-        raise UsageError('"berth start" requires exactly 1 argument.')
-    if not values["attach"]:
-        raise InvalidArgument("starting a container in the background is not supported yet: "
-                              "use berth start -a")
+    if not pos:
+        raise UsageError('"berth start" requires at least 1 argument.')
+    if values["attach"] and len(pos) > 1:
+        raise InvalidArgument("you cannot start and attach multiple containers at once")
     _require_root("start")
-    _images, containers = _open(g)
-    record = containers.get(pos[0])
-    cid = record["Id"]
-    return run_attached(containers, lambda stdio, size: (record, containers.start(
-        cid, stdio, console_size=size)), record["Config"]["Tty"], values["interactive"],
-        record["HostConfig"]["AutoRemove"], True)
+    from berth.container import client
+
+    containers = _containers(g)
+    status = 0
+    for ref in pos:
+        try:
+            record = containers.get(ref)
+            if containers.running(record):
+                if values["attach"]:
+                    raise InvalidArgument(f"container {ref} is already running: use berth attach")
+                sys.stdout.write(ref + "\n")
+                continue
+            message = {"op": "start", "id": record["Id"]}
+            code = session(client.hub(g.root), message, tty=record["Config"]["Tty"],
+                           interactive=values["interactive"], detach=not values["attach"],
+                           sig_proxy=True, quiet=True)
+            if values["attach"]:
+                return code
+            sys.stdout.write(ref + "\n")
+        except BerthError as exc:
+            if len(pos) == 1:
+                raise
+            sys.stderr.write(f"berth: {exc}\n")
+            status = 1
+    return status
 
 
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGCONT",
              "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGPIPE", "SIGVTALRM", "SIGPROF", "SIGXCPU")
 
 
-def run_attached(containers, launch, tty: bool, interactive: bool, auto_remove: bool,
-                 sig_proxy: bool) -> int:
-    """Run a container in the foreground with this process as its monitor.
+def session(sock, message: dict, *, tty: bool, interactive: bool, detach: bool, sig_proxy: bool,
+            quiet: bool = False) -> int:
+    """Send a run/start/attach request to a monitor (through the hub) and follow it.
 
-    `launch(stdio, console_size)` starts it and returns (record, ContainerProcess).
+    Detached: print the container's ID once it runs. Attached: the monitor writes the
+    container's output straight to our stdout/stderr (we lend it the fds); we forward
+    signals (or, with a tty, put the terminal in raw mode and pass window sizes) and
+    exit with the container's exit code.
     """
     import signal
 
-    from berth.runtime import Stdio
+    from berth.container import wire
 
-    console_size = None
-    if tty:
-        from berth.container.attach import window_size
-
-        console_size = window_size(1) or window_size(0)
-        stdio = Stdio()
-    else:
-        stdio = Stdio(stdin=0 if interactive else None, stdout=1, stderr=2)
-    forwarding = not tty and sig_proxy
-    proc = None
-    pending: list[int] = []
-
-    def forward(signum, _frame):
-        if proc is not None:
-            proc.kill(signum)
-        else:
-            pending.append(signum)
-
-    if forwarding:
-        for name in FORWARDED:
-            signal.signal(getattr(signal, name), forward)
-    record = None
-    try:
-        record, proc = launch(stdio, console_size)
-        for signum in pending:
-            proc.kill(signum)
+    fds: list[int] = []
+    size = None
+    if not detach:
         if tty:
-            from berth.container.attach import relay
+            from berth.container.attach import window_size
 
-            try:
-                relay(proc.console, 0, 1, interactive)
-            except KeyboardInterrupt:
-                pass
-        status = proc.wait()
-    except BaseException:
-        if auto_remove:
-            _remove_quietly(containers, record)
-        raise
-    finally:
-        if forwarding:
-            for name in FORWARDED:
-                signal.signal(getattr(signal, name), signal.SIG_DFL)
-    containers.finish(record["Id"], status)
-    if auto_remove:
-        containers.remove(record["Id"], force=True)
-    return status.code
-
-
-def _remove_quietly(containers, record) -> None:
-    """--rm after a failure past start (a failed start removes its own container)."""
-    if record is None:
-        return
+            size = window_size(1) or window_size(0)
+        message.update(stdin=interactive, stdout=True, stderr=not tty, tty=tty,
+                       stdin_once=interactive, console_size=size)
+        fds = ([0] if interactive else []) + [1] + ([] if tty else [2])
+    wire.send(sock, message, fds)
+    event = _next_event(sock)
+    if event.get("event") == "error":
+        raise _error(event)
+    if detach:
+        if not quiet:
+            sys.stdout.write(event["id"] + "\n")
+        sock.close()
+        return 0
+    pid = event["pid"]
+    saved = None
+    handlers = {}
     try:
-        containers.remove(record["Id"], force=True)
-    except NotFound:
-        pass
+        if tty:
+            if interactive and os.isatty(0):
+                import termios
+                import tty as _tty
+
+                saved = termios.tcgetattr(0)
+                _tty.setraw(0)
+
+            def resize(*_):
+                from berth.container.attach import window_size
+
+                now = window_size(1) or window_size(0)
+                if now:
+                    try:
+                        wire.send(sock, {"op": "resize", "rows": now[0], "cols": now[1]})
+                    except OSError:
+                        pass
+
+            handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, resize)
+        elif sig_proxy:
+            def forward(signum, _frame):
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    pass
+
+            for name in FORWARDED:
+                sig = getattr(signal, name)
+                handlers[sig] = signal.signal(sig, forward)
+        while True:
+            event = _next_event(sock)
+            if event.get("event") == "exit":
+                return int(event["code"])
+    finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+        if saved is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        sock.close()
+
+
+def _next_event(sock) -> dict:
+    from berth.container import wire
+    from berth.errors import Unavailable
+
+    while True:
+        try:
+            event, fds = wire.recv(sock)
+        except InterruptedError:
+            continue
+        for fd in fds:
+            os.close(fd)
+        if event is None:
+            raise Unavailable("the container's monitor went away")
+        return event
+
+
+def _error(event: dict) -> BerthError:
+    from berth.errors import CommandNotFound, ContainerStartError, NotFound
+
+    code = int(event.get("code", 125))
+    message = event.get("message", "the container could not start")
+    if code in (126, 127):
+        return CommandNotFound(message, code)
+    if message.startswith("Unable to find image") or message.startswith("No such"):
+        return NotFound(message)
+    err = ContainerStartError(message)
+    err.exit_code = code
+    return err

@@ -6,7 +6,7 @@ Each Docker behaviour is one small function here, with its own unit test
 
 from __future__ import annotations
 
-from berth.oci.record import Record, jf
+from berth.oci.record import Record, jf, replace
 
 from berth.container.users import ExecUser
 from berth.errors import InvalidArgument
@@ -63,7 +63,7 @@ class RunOptions(Record):
     """What `run`/`create` flags ask for, already parsed and validated."""
 
     command: tuple[str, ...] = ()
-    entrypoint: tuple[str, ...] | None = None  # () means --entrypoint ""
+    entrypoint: tuple[str, ...] | None = jf(default=None, keep=True)  # () is --entrypoint ""
     env: tuple[str, ...] = ()
     workdir: str | None = None
     user: str | None = None
@@ -77,7 +77,6 @@ class RunOptions(Record):
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()
     no_new_privileges: bool = False
-    seccomp_profile: dict | None = None  # None: the default profile; {} with unconfined
     seccomp_unconfined: bool = False
     memory: int | None = None
     memory_swap: int | None = None
@@ -90,9 +89,9 @@ class RunOptions(Record):
     cpuset_cpus: str | None = None
     cpuset_mems: str | None = None
     pids_limit: int | None = None
-    binds: tuple[BindSpec, ...] = ()
+    binds: tuple[BindSpec, ...] = jf(of=BindSpec, default=())
     tmpfs: tuple[tuple[str, str], ...] = ()  # (destination, options)
-    ulimits: tuple[rt.Rlimit, ...] = ()
+    ulimits: tuple[rt.Rlimit, ...] = jf(of=rt.Rlimit, default=())
     network: str = "default"
     init: bool = False
     sysctls: dict = jf(factory=dict)
@@ -101,6 +100,28 @@ class RunOptions(Record):
     ipc: str = "private"
     pid: str = "private"
     uts: str = "private"
+    # lifecycle: what the monitor does with the container, not what the runtime runs
+    restart: str = "no"  # no | always | unless-stopped | on-failure[:N]
+    log_opts: dict = jf(factory=dict)  # max-size, max-file
+    stop_signal: str | None = None
+    stop_timeout: int | None = None
+    labels: dict = jf(factory=dict)
+    health: dict | None = None  # Docker's HealthConfig: Test, Interval, Timeout, ... (ns)
+
+
+def options_to_dict(opts: RunOptions) -> dict:
+    """RunOptions as JSON-ready data, for the hub (berth.container.hub) to rebuild."""
+    from berth.oci.codec import to_dict
+
+    return to_dict(opts)
+
+
+def options_from_dict(data: dict) -> RunOptions:
+    from berth.oci.codec import from_dict
+
+    opts = from_dict(RunOptions, data)
+    # JSON has no tuples of pairs: (destination, options) come back as lists
+    return replace(opts, tmpfs=tuple(tuple(t) for t in opts.tmpfs))
 
 
 def command_args(image: oci_image.ContainerConfig, opts: RunOptions) -> tuple[str, ...]:

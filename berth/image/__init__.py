@@ -2,19 +2,28 @@
 
 An image record is a name (or none, for a dangling image) pointing at a manifest, kept
 in the OCI layout's own index.json, so berth's store is a valid OCI image layout that
-skopeo and umoci can read. The image ID is the config digest, as in Docker.
+skopeo and umoci can read. The image ID is the config digest, as in Docker. A record may
+point at an OCI manifest, a Docker schema2 manifest, or an index / manifest list, which
+stands for its manifest for this host's platform.
+
+Every method that writes holds a lease (see berth.content) for its own steps; a caller
+that writes in several steps (import a layer, then write the image that refers to it,
+as commit and load do) wraps the whole operation in ``with images.lease():`` so the
+garbage collector (berth.image.gc) cannot take the first steps' blobs and snapshots
+before the record that keeps them exists.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
 from berth.oci.record import Record, replace
 
 from berth.content import ContentStore
 from berth.fsutil import write_atomic
-from berth.errors import Conflict, DataLoss, InvalidArgument, NotFound
+from berth.errors import BerthError, Conflict, DataLoss, InvalidArgument, NotFound
 from berth.oci import digest as _digest
 from berth.oci import image as oci
 from berth.oci import reference as _ref
@@ -81,31 +90,68 @@ class ImageStore:
     def _records(self) -> list[oci.Descriptor]:
         return list(self._read_index().manifests)
 
+    def records(self) -> list[oci.Descriptor]:
+        """The image records as stored: one descriptor per name, untagged ones without."""
+        return self._records()
+
+    def lease(self):
+        """Hold off garbage collection for a multi-step write (see the module docstring)."""
+        return self.content.lease()
+
     # --- reading ---------------------------------------------------------------------
 
-    def _load(self, manifest_digest: str, names: tuple[str, ...]) -> Image:
-        manifest = oci.Manifest.from_json(self.content.read(manifest_digest))
-        config = oci.ImageConfig.from_json(self.content.read(manifest.config.digest))
+    def _load(self, manifest_digest: str, names: tuple[str, ...],
+              media_type: str | None = None) -> Image:
+        shown = names[0] if names else manifest_digest
+        try:
+            manifest = self._manifest_for(manifest_digest, media_type)
+            config = oci.ImageConfig.from_json(self.content.read(manifest.config.digest))
+        except NotFound as exc:
+            raise DataLoss(f"image {shown} is damaged: {exc}; run 'berth system check "
+                           "--repair'") from None
+        except ValueError as exc:
+            raise DataLoss(f"image {shown} is damaged: unreadable document ({exc}); run "
+                           "'berth system check --repair'") from None
         return Image(manifest.config.digest, manifest_digest, manifest, config, names)
 
-    def list(self) -> list[Image]:
-        by_manifest: dict[str, list[str]] = {}
+    def _manifest_for(self, digest: str, media_type: str | None, depth: int = 0) -> oci.Manifest:
+        """The manifest a record stands for: itself, or an index's manifest for this host."""
+        from berth.oci.codec import from_dict
+
+        doc = json.loads(self.content.read(digest))
+        kind = document_kind(doc, media_type)
+        if kind == "manifest":
+            return from_dict(oci.Manifest, doc)
+        if kind != "index" or depth > 4:
+            raise ValueError(f"{digest} is not an image manifest or index")
+        child = host_manifest(from_dict(oci.Index, doc))
+        return self._manifest_for(child.digest, child.media_type, depth + 1)
+
+    def _grouped(self) -> dict[str, tuple[str | None, list[str]]]:
+        """manifest digest -> (media type, names), in record order."""
+        out: dict[str, tuple[str | None, list[str]]] = {}
         for desc in self._records():
-            names = by_manifest.setdefault(desc.digest, [])
+            _media, names = out.setdefault(desc.digest, (desc.media_type, []))
             name = _ref_name(desc)
             if name:
                 names.append(name)
-        return [self._load(d, tuple(n)) for d, n in by_manifest.items()]
+        return out
+
+    def list(self, broken: list | None = None) -> list[Image]:
+        """Every image. One whose documents are missing or corrupt is left out, and
+        reported as (manifest digest, names, error) in `broken` when it is given."""
+        out = []
+        for digest, (media, names) in self._grouped().items():
+            try:
+                out.append(self._load(digest, tuple(names), media))
+            except BerthError as exc:
+                if broken is not None:
+                    broken.append((digest, tuple(names), exc))
+        return out
 
     def resolve(self, text: str) -> Image:
         """Find an image by name[:tag], name@digest, full ID or unique ID prefix."""
-        records = self._records()
-        names_of: dict[str, list[str]] = {}
-        for desc in records:
-            name = _ref_name(desc)
-            names_of.setdefault(desc.digest, [])
-            if name:
-                names_of[desc.digest].append(name)
+        grouped = self._grouped()
         # 1. a name
         ref = None
         try:
@@ -113,20 +159,18 @@ class ImageStore:
         except InvalidArgument:
             pass
         if ref is not None and not _ref.looks_like_id(text):
-            for desc in records:
-                name = _ref_name(desc)
+            for digest, (media, names) in grouped.items():
                 if ref.digest:
-                    if desc.digest == ref.digest and (not name or name.rpartition(":")[0] == ref.name
-                                                      or name.startswith(ref.name + ":")):
-                        return self._load(desc.digest, tuple(names_of[desc.digest]))
-                elif name == f"{ref.name}:{ref.tag}":
-                    return self._load(desc.digest, tuple(names_of[desc.digest]))
+                    if digest == ref.digest and (not names or any(
+                            n.rpartition(":")[0] == ref.name for n in names)):
+                        return self._load(digest, tuple(names), media)
+                elif f"{ref.name}:{ref.tag}" in names:
+                    return self._load(digest, tuple(names), media)
         # 2. an ID or a prefix of one (config digests)
         hexpart = text.removeprefix("sha256:")
         if hexpart and all(c in "0123456789abcdef" for c in hexpart):
             matches = {}
-            for digest, names in names_of.items():
-                image = self._load(digest, tuple(names))
+            for image in self.list():
                 if image.id.partition(":")[2].startswith(hexpart):
                     matches[image.id] = image
             if len(matches) == 1:
@@ -135,6 +179,18 @@ class ImageStore:
                 raise InvalidArgument(f"image ID prefix {text!r} is ambiguous")
         shown = ref.familiar() if ref is not None else text
         raise NotFound(f"No such image: {shown}")
+
+    def layer_sizes(self, image: Image) -> list[tuple[str, int]]:
+        """(chain ID, uncompressed size) of each layer, as podman and Docker count an
+        image's size; a compressed layer not unpacked yet counts as stored."""
+        out = []
+        for chain, layer in zip(image.chain_ids, image.manifest.layers):
+            size = self.snapshots.size(chain)
+            out.append((chain, layer.size if size is None else size))
+        return out
+
+    def image_size(self, image: Image) -> int:
+        return sum(size for _chain, size in self.layer_sizes(image))
 
     def exists(self, text: str) -> bool:
         try:
@@ -146,10 +202,18 @@ class ImageStore:
     # --- writing ---------------------------------------------------------------------
 
     def add(self, manifest_digest: str, name: str | None) -> None:
-        """Point `name` (or, if None, an untagged record) at a stored manifest."""
-        size = self.content.size(manifest_digest)
-        media = oci.Manifest.from_json(self.content.read(manifest_digest)).media_type or oci.OCI_MANIFEST
-        with self._locked():
+        """Point `name` (or, if None, an untagged record) at a stored manifest or index."""
+        with self.lease(), self._locked():
+            raw = self.content.read(manifest_digest)
+            try:
+                doc = json.loads(raw)
+                kind = document_kind(doc, None)
+            except ValueError:
+                kind = None
+            if kind is None:
+                raise InvalidArgument(f"{manifest_digest} is not an image manifest or index")
+            media = doc.get("mediaType") or (oci.OCI_INDEX if kind == "index" else oci.OCI_MANIFEST)
+            size = len(raw)
             index = self._read_index()
             records = list(index.manifests)
             if name:
@@ -179,52 +243,52 @@ class ImageStore:
             kept = [d for d in index.manifests if _ref_name(d) != name]
             self._write_index(replace(index, manifests=tuple(kept)))
 
+    def remove_records(self, manifest_digests) -> None:
+        """Drop every record (named or not) of these manifests; their content stays for GC."""
+        gone = set(manifest_digests)
+        with self._locked():
+            index = self._read_index()
+            kept = tuple(d for d in index.manifests if d.digest not in gone)
+            if len(kept) != len(index.manifests):
+                self._write_index(replace(index, manifests=kept))
+
     def delete(self, image: Image) -> list[str]:
         """Remove every record of `image`, its unreferenced blobs and unused snapshots.
 
-        Returns the layer chain IDs removed. Blobs shared with other images stay.
+        Returns the layer chain IDs removed. Blobs shared with other images stay, and so
+        do snapshots a container still uses. Must not be called while holding a lease.
         """
-        with self._locked():
-            index = self._read_index()
-            kept = tuple(d for d in index.manifests if d.digest != image.manifest_digest)
-            self._write_index(replace(index, manifests=kept))
-            remaining = [self._load(d.digest, ()) for d in kept]
-        used_blobs = set()
-        used_chains = set()
-        for other in remaining:
-            used_blobs.add(other.manifest_digest)
-            used_blobs.add(other.manifest.config.digest)
-            used_blobs.update(layer.digest for layer in other.manifest.layers)
-            used_chains.update(other.chain_ids)
-        for blob in [image.manifest_digest, image.manifest.config.digest,
-                     *(layer.digest for layer in image.manifest.layers)]:
-            if blob not in used_blobs:
-                self.content.delete(blob)
-        removed = []
-        for chain in image.chain_ids:
-            if chain not in used_chains:
-                self.snapshots.remove(chain)
-                removed.append(chain)
-        return removed
+        from berth.image import gc
+
+        with self.content.lease(exclusive=True):
+            self.remove_records([image.manifest_digest])
+            report = gc.sweep(self, candidates=gc.references(self, image))
+        return [chain for chain, _size in report.snapshots]
 
     def write_image(self, config: oci.ImageConfig, layers: list[oci.Descriptor],
                     name: str | None) -> Image:
         """Store config and manifest for already-stored layers and record the image."""
-        config_raw = config.to_json()
-        config_digest = self.content.put(config_raw)
-        manifest = oci.Manifest(
-            config=oci.Descriptor(oci.OCI_CONFIG, config_digest, len(config_raw)),
-            layers=tuple(layers))
-        manifest_raw = manifest.to_json()
-        manifest_digest = self.content.put(manifest_raw)
-        self.add(manifest_digest, name)
-        return self._load(manifest_digest, (name,) if name else ())
+        with self.lease():
+            config_raw = config.to_json()
+            config_digest = self.content.put(config_raw)
+            manifest = oci.Manifest(
+                config=oci.Descriptor(oci.OCI_CONFIG, config_digest, len(config_raw)),
+                layers=tuple(layers))
+            manifest_raw = manifest.to_json()
+            manifest_digest = self.content.put(manifest_raw)
+            self.add(manifest_digest, name)
+            return self._load(manifest_digest, (name,) if name else ())
 
     def import_layer(self, stream, parent_chain: str | None = None) -> tuple[oci.Descriptor, str]:
         """Store an uncompressed layer tar from `stream` and unpack it, in one pass.
 
-        Returns the layer's descriptor and its chain ID.
+        Returns the layer's descriptor and its chain ID. Both are garbage until an image
+        refers to them: hold ``lease()`` from before this call until that image is written.
         """
+        with self.lease():
+            return self._import_layer(stream, parent_chain)
+
+    def _import_layer(self, stream, parent_chain: str | None) -> tuple[oci.Descriptor, str]:
         from berth.layer import apply_layer
 
         tmp = self.snapshots.prepare()
@@ -240,7 +304,7 @@ class ImageStore:
             if self.snapshots.exists(chain):
                 self.snapshots.abort(tmp)
             else:
-                self.snapshots.commit(tmp, chain, diff_id, parent_chain)
+                self.snapshots.commit(tmp, chain, diff_id, parent_chain, writer.size)
             return oci.Descriptor(oci.OCI_LAYER, diff_id, writer.size), chain
         except BaseException:
             writer.abort()
@@ -248,13 +312,21 @@ class ImageStore:
             raise
 
     def ensure_unpacked(self, image: Image) -> list[str]:
-        """Unpack any missing layer of `image`; return its lower dirs, topmost first."""
+        """Unpack any missing layer of `image`; return its lower dirs, topmost first.
+
+        The snapshots belong to no container yet: a caller that goes on to create one
+        holds ``lease()`` until the container's record is written.
+        """
         chains = image.chain_ids
-        for i, chain in enumerate(chains):
-            if self.snapshots.exists(chain):
-                continue
-            layer = image.manifest.layers[i]
-            self._unpack(layer, chain, chains[i - 1] if i else None, image.diff_ids[i])
+        if len(chains) != len(image.manifest.layers):
+            raise DataLoss(f"image {image.short_id} is damaged: its config lists {len(chains)} "
+                           f"layers, its manifest {len(image.manifest.layers)}")
+        missing = [i for i, chain in enumerate(chains) if not self.snapshots.exists(chain)]
+        if missing:
+            with self.lease():
+                for i in missing:
+                    self._unpack(image.manifest.layers[i], chains[i], chains[i - 1] if i else None,
+                                 image.diff_ids[i])
         return self.snapshots.lowerdirs(chains)
 
     def _unpack(self, layer: oci.Descriptor, chain: str, parent: str | None, diff_id: str) -> None:
@@ -269,7 +341,7 @@ class ImageStore:
             if result.diff_id != diff_id:
                 raise DataLoss(f"layer {layer.digest} unpacks to {result.diff_id}, "
                                f"but the image config says {diff_id}")
-            self.snapshots.commit(tmp, chain, diff_id, parent)
+            self.snapshots.commit(tmp, chain, diff_id, parent, result.size)
         except BaseException:
             self.snapshots.abort(tmp)
             raise
@@ -278,6 +350,45 @@ class ImageStore:
         if users and not force:
             raise Conflict(f"unable to remove image {image.short_id}: image is being used by "
                            f"container {users[0][:12]}")
+
+
+def document_kind(doc, media_type: str | None) -> str | None:
+    """"manifest" or "index" for an image document (Docker or OCI), else None.
+
+    The document's own mediaType wins over the descriptor's; OCI allows both to be absent,
+    and then the shape decides.
+    """
+    if not isinstance(doc, dict):
+        return None
+    media = doc.get("mediaType") or media_type
+    if media in oci.MANIFEST_TYPES:
+        return "manifest"
+    if media in oci.INDEX_TYPES:
+        return "index"
+    if media is None or media not in (oci.DOCKER_CONFIG, oci.OCI_CONFIG):
+        if isinstance(doc.get("manifests"), list):
+            return "index"
+        if isinstance(doc.get("config"), dict):
+            return "manifest"
+    return None
+
+
+def platform_matches(p: oci.Platform | None, host: oci.Platform) -> bool:
+    return (p is not None and p.os == host.os and p.architecture == host.architecture
+            and (host.variant is None or p.variant in (None, host.variant)))
+
+
+def host_manifest(index: oci.Index) -> oci.Descriptor:
+    """The entry of an index for this host's platform (containerd's default matcher,
+    minus its fallbacks to older variants)."""
+    host = oci.host_platform()
+    for desc in index.manifests:
+        if platform_matches(desc.platform, host):
+            return desc
+    if index.manifests and all(d.platform is None for d in index.manifests):
+        return index.manifests[0]  # a single-platform index that does not say which
+    shown = f"{host.os}/{host.architecture}" + (f"/{host.variant}" if host.variant else "")
+    raise NotFound(f"no manifest for platform {shown} in the image index")
 
 
 def _ref_name(desc: oci.Descriptor) -> str | None:
@@ -339,15 +450,16 @@ def import_tarball(store: ImageStore, stream, name: str | None, changes=(), mess
             raise InvalidArgument(f"cannot import to a digest reference: {name}")
     # validate the changes before any byte is stored
     container_config = _changes.apply(oci.ContainerConfig(), list(changes))
-    desc, _chain = store.import_layer(open_decompressed(stream))
-    platform = oci.host_platform()
-    created = now_rfc3339()
-    config = oci.ImageConfig(
-        architecture=platform.architecture, os=platform.os, variant=platform.variant,
-        rootfs=oci.RootFS(diff_ids=(desc.digest,)),
-        created=created,
-        config=container_config,
-        history=(oci.History(created=created, created_by="berth import",
-                             comment=message or f"Imported from {source}"),),
-    )
-    return store.write_image(config, [desc], f"{ref.name}:{ref.tag}" if ref else None)
+    with store.lease():  # the layer is garbage until the image that refers to it is recorded
+        desc, _chain = store.import_layer(open_decompressed(stream))
+        platform = oci.host_platform()
+        created = now_rfc3339()
+        config = oci.ImageConfig(
+            architecture=platform.architecture, os=platform.os, variant=platform.variant,
+            rootfs=oci.RootFS(diff_ids=(desc.digest,)),
+            created=created,
+            config=container_config,
+            history=(oci.History(created=created, created_by="berth import",
+                                 comment=message or f"Imported from {source}"),),
+        )
+        return store.write_image(config, [desc], f"{ref.name}:{ref.tag}" if ref else None)

@@ -7,8 +7,13 @@ It knows nothing of images, containers' names or the CLI. The processes involved
             │      then only waits
             └── B: PID 1 of the new pid namespace; sets up the root and execs the command
 
-A exists because a new pid namespace only applies to children. A and B die with their
-parent (PR_SET_PDEATHSIG), so a killed caller leaves no container behind.
+A exists because a new pid namespace only applies to children. Two ways to own B:
+
+* attached (default): A waits for B and reports its status; A and B die with their
+  parent (PR_SET_PDEATHSIG), so a killed caller leaves no container behind;
+* detached (``detached=True``, for a long-lived monitor): the caller is a child
+  subreaper; A exits as soon as B is forked, so B is re-parented to the caller, which
+  reaps it itself, and B outlives the caller if the caller dies (as under conmon).
 
 Starting is split in two so the slowest kernel step overlaps the caller's own work:
 moving a process into a cgroup waits for an RCU grace period (~8-15 ms on our hosts),
@@ -120,7 +125,7 @@ class ContainerProcess:
     def __init__(self, *, cgroup_path: str, resources: Resources | None = None,
                  terminal: bool = False, stdio: Stdio = Stdio(), init: bool = False,
                  seccomp_cache: str | None = None, console_size: tuple[int, int] | None = None,
-                 sys=None) -> None:
+                 detached: bool = False, sys=None) -> None:
         self.cgroup_path = cgroup_path
         self.resources = resources
         self.terminal = terminal
@@ -128,6 +133,7 @@ class ContainerProcess:
         self.init = init
         self.seccomp_cache = seccomp_cache
         self.console_size = console_size  # (rows, cols) set on the pty before the command runs
+        self.detached = detached
         self.sys = sys or L.syscalls()
         self.pid: int | None = None  # B, the container's PID 1, as the host sees it
         self.console: int | None = None  # pty master when the spec asks for a terminal
@@ -141,6 +147,8 @@ class ContainerProcess:
         """Create the cgroup and fork stage A into it; A then waits for start()."""
         if os.geteuid() != 0:
             raise errors.FailedPrecondition("berth must run as root to create containers")
+        if self.detached:
+            self.sys.prctl(L.PR_SET_CHILD_SUBREAPER, 1)
         layout = cgroups.layout()
         self.cgroup = cgroups.Cgroup(layout, self.cgroup_path)
         try:
@@ -196,7 +204,8 @@ class ContainerProcess:
             pid = os.fork()
             if pid == 0:  # B: the container
                 os.close(pipes.status_w)
-                sys.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
+                if not self.detached:
+                    sys.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
                 for sig in range(1, signal.NSIG):
                     try:
                         signal.signal(sig, signal.SIG_DFL)
@@ -209,6 +218,8 @@ class ContainerProcess:
                 os._exit(1)
             pipes.close("err_w", "go_r", "con_child")
             os.write(pipes.status_w, struct.pack("i", pid))
+            if self.detached:
+                os._exit(0)  # B goes to the caller, the nearest subreaper
             self._leave_cgroup(home)  # after the pid is out: this may wait for RCU again
             status = _waitpid(pid)
             os.write(pipes.status_w, struct.pack("i", status))
@@ -280,6 +291,9 @@ class ContainerProcess:
             raw = _read_exact(pipes.status_r, 4)
             if len(raw) == 4:
                 self.pid = struct.unpack("i", raw)[0]
+                if self.detached:  # A is done; B is ours now
+                    _waitpid(self._stage_a)
+                    self._stage_a = None
                 if pipes.con_parent is not None:
                     self.console = _recv_fd(pipes.con_parent)
                     if self.console is not None and self.console_size:
@@ -302,12 +316,22 @@ class ContainerProcess:
 
     # --- wait and clean up ------------------------------------------------------------
 
-    def wait(self) -> ExitStatus:
-        """Block until the container's PID 1 exits; remove its cgroup; return the status."""
-        raw = _read_exact(self._pipes.status_r, 4)
+    def wait(self, status: int | None = None) -> ExitStatus:
+        """Block until the container's PID 1 exits; remove its cgroup; return the status.
+
+        A detached caller that reaped B itself (e.g. in its own event loop) passes the
+        wait status it got.
+        """
+        if self.detached:
+            if status is None:
+                status = _waitpid(self.pid)
+            raw = struct.pack("i", status)
+        else:
+            raw = _read_exact(self._pipes.status_r, 4)
         self._pipes.close_all()
-        _waitpid(self._stage_a)
-        self._stage_a = None
+        if self._stage_a is not None:
+            _waitpid(self._stage_a)
+            self._stage_a = None
         if len(raw) != 4:
             code, sig = 255, None
         else:
@@ -340,6 +364,10 @@ class ContainerProcess:
                 pass
             _waitpid(self._stage_a)
             self._stage_a = None
+        if self.detached and self.pid is not None:
+            self.kill(signal.SIGKILL)
+            _waitpid(self.pid)
+            self.pid = None
         if self._pipes is not None:
             self._pipes.close_all()
         if self.console is not None:

@@ -272,6 +272,50 @@ class Cgroup:
             return self.dirs[""]
         return None
 
+    # --- freezer ---------------------------------------------------------------------
+
+    def freeze(self, timeout: float = 10.0) -> None:
+        """Stop every process of the cgroup and return once all are stopped.
+
+        v1 can stay in FREEZING while a task is in an uninterruptible sleep; runc writes
+        FROZEN again until the state reads FROZEN, and so do we. On a timeout the cgroup
+        is thawed again, so a failed freeze never leaves the container stopped.
+        """
+        deadline = time.monotonic() + timeout
+        if self.layout.is_v2:
+            path = self.dirs[""]
+            _write(f"{path}/cgroup.freeze", "1")
+            while "frozen 1" not in _read(f"{path}/cgroup.events").splitlines():
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.001)
+            else:
+                return
+        else:
+            path = self._dir("freezer")
+            if path is None:
+                raise FailedPrecondition("the freezer cgroup controller is not mounted on this host")
+            while True:
+                _write(f"{path}/freezer.state", "FROZEN")
+                if _read(f"{path}/freezer.state").strip() == "FROZEN":
+                    return
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.001)
+        self.thaw()
+        from berth.errors import Unavailable
+
+        raise Unavailable(f"cgroup {self.rel}: its processes did not freeze within {timeout:.0f}s")
+
+    def thaw(self) -> None:
+        """Let the processes of a frozen cgroup run again."""
+        if self.layout.is_v2:
+            _write(f"{self.dirs['']}/cgroup.freeze", "0")
+        else:
+            path = self._dir("freezer")
+            if path is not None:
+                _write(f"{path}/freezer.state", "THAWED")
+
 
 def device_rule_v1(rule) -> str:
     kind = rule.type or "a"

@@ -1,0 +1,611 @@
+"""The engine's containers: create from an image, start, record the exit, remove.
+
+A container's record (container.json) is shaped like `docker inspect` output from the
+start, so a Docker Engine API layer can serve it nearly as is. The process that starts
+a container and waits for it (the CLI for a foreground run) is its monitor; its pid and
+start time are recorded so any berth command can tell a live container from one whose
+monitor died (the container dies with it, by PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from berth import errors
+from berth.container import spec as specmod
+from berth.container import users
+from berth.container.store import ZERO_TIME, ContainerStore
+from berth.image import Image, ImageStore, now_rfc3339
+from berth.oci import runtime as rt
+from berth.snapshot import overlay_mount, read_layered
+
+HOSTS_BASE = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+              "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
+              "ff02::2\tip6-allrouters\n")
+DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")
+MONITOR_DIED = "the container's monitor process died"
+CGROUP_PARENT = "berth"  # like dockerd's --cgroup-parent; BERTH_CGROUP_PARENT overrides it
+
+
+def new_id() -> str:
+    return os.urandom(32).hex()
+
+
+def _proc_start(pid: int) -> int | None:
+    """The start time of `pid` in clock ticks since boot: tells a pid from its reuse."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return int(raw[raw.rindex(b")") + 2:].split()[19])
+
+
+def resolv_conf(host_text: str, dns: tuple[str, ...] = (), search: tuple[str, ...] = (),
+                options: tuple[str, ...] = (), host_network: bool = False) -> str:
+    """The container's resolv.conf: the host's, minus loopback servers it cannot reach."""
+    servers, searches, opts = [], [], []
+    for line in host_text.splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith(("#", ";")):
+            continue
+        if fields[0] == "nameserver" and len(fields) > 1:
+            if host_network or not (fields[1].startswith("127.") or fields[1] == "::1"):
+                servers.append(fields[1])
+        elif fields[0] in ("search", "domain"):
+            searches = fields[1:]
+        elif fields[0] == "options":
+            opts += fields[1:]
+    servers = list(dns) or servers or list(DEFAULT_DNS)
+    searches = list(search) or searches
+    opts = list(options) or opts
+    out = "".join(f"nameserver {s}\n" for s in servers)
+    if searches:
+        out += "search " + " ".join(searches) + "\n"
+    if opts:
+        out += "options " + " ".join(opts) + "\n"
+    return out
+
+
+def host_devices() -> tuple[rt.Device, ...]:
+    """Every device node of the host, for --privileged."""
+    import stat
+
+    out = []
+    for dirpath, dirnames, filenames in os.walk("/dev"):
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in
+                       ("/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/.lxc", "/dev/.udev")]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if path in ("/dev/console", "/dev/ptmx", "/dev/tty"):
+                continue
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
+                out.append(rt.Device(kind, path, os.major(st.st_rdev), os.minor(st.st_rdev),
+                                     stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid))
+    return tuple(out)
+
+
+class Containers:
+    def __init__(self, root: str, images: ImageStore) -> None:
+        self.root = root
+        self.images = images
+        self.store = ContainerStore(root)
+        self.seccomp_cache = os.path.join(root, "cache", "seccomp")
+        self.cgroup_parent = (os.environ.get("BERTH_CGROUP_PARENT") or CGROUP_PARENT).strip("/")
+
+    # --- create ----------------------------------------------------------------------
+
+    def create(self, image: Image, opts: specmod.RunOptions, *, name: str | None = None,
+               image_ref: str | None = None, auto_remove: bool = False,
+               seccomp_profile_text: str | None = None, cid: str | None = None) -> dict:
+        """Make the container's record, directories and runtime spec; start nothing."""
+        store = self.store
+        store.ensure()
+        lowerdirs = self.images.ensure_unpacked(image)
+        cid = cid or new_id()
+        if name is None:
+            from berth.container import names
+
+            name = names.generate(lambda n: os.path.lexists(os.path.join(store.names, n)))
+        store.reserve_name(name, cid)
+        cdir = store.dir(cid)
+        try:
+            os.makedirs(cdir, mode=0o710)
+            for sub in ("diff", "work", "merged"):
+                os.mkdir(os.path.join(cdir, sub), 0o755)
+            record = self._build(image, opts, cid, name, cdir, lowerdirs, image_ref, auto_remove,
+                                 seccomp_profile_text)
+            store.write(record)
+        except BaseException:
+            store.delete(cid, name)
+            raise
+        return record
+
+    def run(self, image_ref: str, opts: specmod.RunOptions, stdio, *, console_size=None,
+            detached: bool = False, **create_args):
+        """create + start, with the slow cgroup join overlapped with building the container.
+
+        Stage A is forked into the new cgroup before the image is even looked up. Returns
+        the record and the started ContainerProcess (this process is its monitor).
+        """
+        from berth.runtime import ContainerProcess
+
+        cid = new_id()
+        proc = ContainerProcess(
+            cgroup_path=f"{self.cgroup_parent}/{cid}",
+            resources=specmod.resources(opts, specmod.device_rules(opts)),
+            terminal=opts.tty, stdio=stdio, init=opts.init, seccomp_cache=self.seccomp_cache,
+            console_size=console_size, detached=detached)
+        proc.prepare()
+        try:
+            image = self.resolve_image(image_ref)
+            record = self.create(image, opts, cid=cid, image_ref=image_ref, **create_args)
+        except BaseException:
+            proc.abort()
+            raise
+        self._start(record, proc)
+        return record, proc
+
+    def resolve_image(self, text: str) -> Image:
+        try:
+            return self.images.resolve(text)
+        except errors.NotFound:
+            from berth.oci import reference
+
+            try:
+                shown = reference.parse(text).familiar()
+            except errors.InvalidArgument:
+                shown = text
+            raise errors.NotFound(f"Unable to find image '{shown}' locally; import or pull it "
+                                  "first") from None
+
+    def _build(self, image: Image, opts: specmod.RunOptions, cid: str, name: str, cdir: str,
+               lowerdirs: list[str], image_ref: str | None, auto_remove: bool,
+               seccomp_profile_text: str | None) -> dict:
+        cfg = image.config.config
+        layers = [os.path.join(cdir, "diff")] + lowerdirs
+        passwd = read_layered(layers, "/etc/passwd")
+        group = read_layered(layers, "/etc/group")
+        user = users.resolve(opts.user if opts.user is not None else cfg.user, 
+                             passwd.decode(errors="replace") if passwd else None,
+                             group.decode(errors="replace") if group else None, opts.group_add)
+        host_net = opts.network == "host"
+        paths = {n: os.path.join(cdir, n) for n in ("hostname", "hosts", "resolv.conf")}
+        ctx = specmod.Context(
+            container_id=cid, rootfs=os.path.join(cdir, "merged"),
+            hostname_file=paths["hostname"], hosts_file=paths["hosts"],
+            resolv_file=paths["resolv.conf"], ncpus=os.cpu_count() or 1,
+            host_devices=host_devices() if opts.privileged else (),
+            host_hostname=os.uname().nodename, cgroup_parent=self.cgroup_parent,
+        )
+        spec = specmod.build(cfg, opts, user, ctx)
+        if spec.linux.seccomp is None and not (opts.privileged or opts.seccomp_unconfined):
+            spec = _with_seccomp(spec, seccomp_profile_text)
+        _write(paths["hostname"], spec.hostname + "\n")
+        try:
+            with open("/etc/resolv.conf") as f:
+                host_resolv = f.read()
+        except OSError:
+            host_resolv = ""
+        _write(paths["resolv.conf"], resolv_conf(host_resolv, host_network=host_net))
+        hosts = HOSTS_BASE
+        if host_net:
+            try:
+                with open("/etc/hosts") as f:
+                    hosts = f.read()
+            except OSError:
+                pass
+        _write(paths["hosts"], hosts)
+        _write(os.path.join(cdir, "config.json"), spec.to_json().decode())
+        created = now_rfc3339()
+        return {
+            "Id": cid,
+            "Created": created,
+            "Path": spec.process.args[0],
+            "Args": list(spec.process.args[1:]),
+            "State": {"Status": "created", "Running": False, "Paused": False, "Restarting": False,
+                      "OOMKilled": False, "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "",
+                      "StartedAt": ZERO_TIME, "FinishedAt": ZERO_TIME},
+            "Image": image.id,
+            "ResolvConfPath": paths["resolv.conf"],
+            "HostnamePath": paths["hostname"],
+            "HostsPath": paths["hosts"],
+            "LogPath": os.path.join(cdir, f"{cid}-json.log"),
+            "Name": "/" + name,
+            "RestartCount": 0,
+            "Driver": "overlay",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": None,
+            "HostConfig": _host_config(opts, auto_remove),
+            "GraphDriver": {"Name": "overlay", "Data": {
+                "LowerDir": ":".join(lowerdirs), "UpperDir": os.path.join(cdir, "diff"),
+                "WorkDir": os.path.join(cdir, "work"), "MergedDir": os.path.join(cdir, "merged")}},
+            "Mounts": [{"Type": "bind", "Source": b.source, "Destination": b.destination,
+                        "Mode": "ro" if b.readonly else "", "RW": not b.readonly,
+                        "Propagation": b.propagation} for b in opts.binds]
+                      + [{"Type": "tmpfs", "Source": "", "Destination": d, "Mode": o, "RW": True,
+                          "Propagation": ""} for d, o in opts.tmpfs],
+            "Config": {
+                "Hostname": spec.hostname, "Domainname": opts.domainname or "",
+                "User": opts.user if opts.user is not None else (cfg.user or ""),
+                "AttachStdin": opts.interactive, "AttachStdout": True, "AttachStderr": True,
+                "Tty": opts.tty, "OpenStdin": opts.interactive, "StdinOnce": opts.interactive,
+                "Env": list(spec.process.env),
+                "Cmd": list(opts.command) if opts.command else (list(cfg.cmd) if cfg.cmd and
+                                                                opts.entrypoint is None else None),
+                "Image": image_ref or image.id,
+                "Volumes": cfg.volumes,
+                "WorkingDir": opts.workdir or cfg.working_dir or "",
+                "Entrypoint": list(opts.entrypoint) if opts.entrypoint is not None else
+                (list(cfg.entrypoint) if cfg.entrypoint else None),
+                "OnBuild": list(cfg.on_build) or None,
+                "Labels": {**(cfg.labels or {}), **opts.labels},
+                **({"StopSignal": opts.stop_signal or cfg.stop_signal}
+                   if opts.stop_signal or cfg.stop_signal else {}),
+                **({"StopTimeout": opts.stop_timeout} if opts.stop_timeout is not None else {}),
+                **({"Healthcheck": opts.health or _health_dict(cfg.healthcheck)}
+                   if opts.health or cfg.healthcheck else {}),
+            },
+            "NetworkSettings": {"Networks": {} if opts.network in ("none", "default")
+                                else {}, "Ports": {}, "SandboxKey": "",
+                                "IPAddress": "", "Gateway": "", "MacAddress": ""},
+            "Berth": {"ImageChain": image.chain_ids, "Init": opts.init},
+        }
+
+    # --- run -------------------------------------------------------------------------
+
+    def start(self, cid: str, stdio, *, console_size=None, detached: bool = False):
+        """Start an existing container with this process as its monitor."""
+        from berth.runtime import ContainerProcess
+
+        record = self.store.read(cid)
+        if record["State"]["Running"] and self._monitor_alive(record):
+            raise errors.Conflict(f"container {cid[:12]} is already running")
+        spec = self.spec_of(cid)
+        proc = ContainerProcess(cgroup_path=spec.linux.cgroups_path, resources=spec.linux.resources,
+                                terminal=spec.process.terminal, stdio=stdio,
+                                init=record["Berth"].get("Init", False),
+                                seccomp_cache=self.seccomp_cache, console_size=console_size,
+                                detached=detached)
+        self._start(record, proc, spec)
+        return proc
+
+    def spec_of(self, cid: str) -> rt.Spec:
+        with open(os.path.join(self.store.dir(cid), "config.json"), "rb") as f:
+            return rt.Spec.from_json(f.read())
+
+    def _start(self, record: dict, proc, spec: rt.Spec | None = None) -> None:
+        cid = record["Id"]
+        cdir = self.store.dir(cid)
+        try:
+            spec = spec or self.spec_of(cid)
+            lowerdirs = self.images.snapshots.lowerdirs(record["Berth"]["ImageChain"])
+            mount = overlay_mount(lowerdirs, os.path.join(cdir, "diff"), os.path.join(cdir, "work"))
+            pid = proc.start(spec, (mount,))
+        except BaseException as exc:
+            proc.abort()
+            if record["HostConfig"].get("AutoRemove"):
+                self.remove(cid, force=True)  # --rm: a container that never ran goes too
+            elif isinstance(exc, errors.BerthError):
+                self._set_state(cid, Status="exited" if record["State"]["StartedAt"] != ZERO_TIME
+                                else "created", Error=str(exc),
+                                ExitCode=exc.exit_code if isinstance(exc, errors.CommandNotFound)
+                                else 125)
+            raise
+        self._set_state(cid, Status="running", Running=True, Paused=False, Restarting=False,
+                        Pid=pid, ExitCode=0, Error="", OOMKilled=False, StartedAt=now_rfc3339(),
+                        FinishedAt=ZERO_TIME, _monitor=[os.getpid(), _proc_start(os.getpid())],
+                        _berth={"Process": [pid, _proc_start(pid)], "ManuallyStopped": False})
+
+    def finish(self, cid: str, status) -> None:
+        self._set_state(cid, Status="exited", Running=False, Paused=False, Restarting=False,
+                        Pid=0, ExitCode=status.code, OOMKilled=status.oom_killed,
+                        FinishedAt=now_rfc3339(), _monitor=None, _berth={"Process": None})
+
+    def mark_restarting(self, cid: str) -> None:
+        """The monitor waits out a restart back-off: Docker shows "Restarting (N)"."""
+        def bump(record):
+            record["RestartCount"] = record.get("RestartCount", 0) + 1
+        self._set_state(cid, Status="restarting", Restarting=True, _update=bump)
+
+    def set_manually_stopped(self, cid: str, stopped: bool = True) -> None:
+        """stop and kill disable the restart policy until the next start, as in Docker."""
+        self._set_state(cid, _berth={"ManuallyStopped": stopped})
+
+    def set_paused(self, cid: str, paused: bool) -> None:
+        self._set_state(cid, Paused=paused, Status="paused" if paused else "running")
+
+    def set_health(self, cid: str, health: dict) -> None:
+        self._set_state(cid, Health=health)
+
+    def wants_restore(self, record: dict) -> bool:
+        """After monitors died (a host restart of berth's processes): start it again?"""
+        if self._monitor_alive(record) or record["Berth"].get("ManuallyStopped"):
+            return False
+        policy = (record["HostConfig"].get("RestartPolicy") or {}).get("Name") or "no"
+        if policy in ("always", "unless-stopped"):
+            return record["State"]["StartedAt"] != ZERO_TIME  # it ran once: it runs again
+        if policy == "on-failure":
+            return record["State"]["Status"] == "exited" and record["State"]["ExitCode"] != 0 \
+                and record["State"].get("Error") == MONITOR_DIED
+        return False
+
+    def _set_state(self, cid: str, **changes) -> None:
+        try:
+            with self.store.lock(cid):
+                record = self.store.read(cid)
+                monitor = changes.pop("_monitor", False)
+                berth = changes.pop("_berth", None)
+                update = changes.pop("_update", None)
+                record["State"].update(changes)
+                if monitor is not False:
+                    record["Berth"]["Monitor"] = monitor
+                if berth:
+                    record["Berth"].update(berth)
+                if update:
+                    update(record)
+                self.store.write(record)
+        except errors.NotFound:
+            pass  # removed meanwhile (rm -f); nothing left to record
+
+    def _monitor_alive(self, record: dict) -> bool:
+        monitor = record.get("Berth", {}).get("Monitor")
+        if not monitor:
+            return False
+        pid, started = monitor
+        return _proc_start(pid) == started
+
+    def _remove_stale_cgroup(self, cid: str) -> None:
+        from berth.runtime import cgroups
+
+        try:
+            cg = cgroups.Cgroup(cgroups.layout(), self.spec_of(cid).linux.cgroups_path)
+            if not cg.procs():
+                cg.destroy()
+        except (OSError, ValueError, errors.BerthError):
+            pass
+
+    def reconcile(self, record: dict) -> dict:
+        """A record that says running while its monitor is gone.
+
+        A container outlives a killed monitor (it is re-parented, as under conmon), so it
+        may still run, unmonitored; once it is gone, nobody saw its exit status.
+        """
+        state = record["State"]
+        if (state["Running"] or state.get("Restarting")) and not self._monitor_alive(record):
+            process = record["Berth"].get("Process")
+            if process and _proc_start(process[0]) == process[1]:
+                return record  # still running; only its monitor is gone
+            cid = record["Id"]
+            self._remove_stale_cgroup(cid)
+            self._set_state(cid, Status="exited", Running=False, Paused=False, Restarting=False,
+                            Pid=0, ExitCode=137 if state["Running"] else state["ExitCode"],
+                            Error=MONITOR_DIED, FinishedAt=now_rfc3339(), _monitor=None,
+                            _berth={"Process": None})
+            record = self.store.read(cid)
+        return record
+
+    def running(self, record: dict) -> bool:
+        """Running as far as anyone can tell: a live monitor, or a live unmonitored PID 1."""
+        return self.reconcile(record)["State"]["Running"]
+
+    # --- queries ---------------------------------------------------------------------
+
+    def get(self, ref: str) -> dict:
+        return self.reconcile(self.store.read(self.store.lookup(ref)))
+
+    def list(self) -> list[dict]:
+        out = []
+        for cid in self.store.ids():
+            try:
+                out.append(self.reconcile(self.store.read(cid)))
+            except errors.NotFound:
+                continue
+        out.sort(key=lambda r: r["Created"], reverse=True)
+        return out
+
+    def users_of(self, image_id: str) -> list[str]:
+        return [r["Id"] for r in self.list() if r["Image"] == image_id]
+
+    # --- remove ----------------------------------------------------------------------
+
+    def remove(self, ref: str, force: bool = False) -> str:
+        cid = self.store.lookup(ref)
+        record = self.get(cid)
+        state = record["State"]
+        if state["Running"] or state.get("Restarting"):
+            if not force:
+                raise errors.Conflict(
+                    f"cannot remove container \"{record['Name']}\": container is running: stop the "
+                    "container before removing or force remove")
+            self.kill_and_wait(record)
+        with self.store.lock(cid):
+            self.store.delete(cid, record["Name"].lstrip("/"))
+        return cid
+
+    def rename(self, ref: str, new_name: str) -> None:
+        cid = self.store.lookup(ref)
+        new_name = new_name.lstrip("/")
+        old = self.store.read(cid)["Name"].lstrip("/")
+        if new_name == old:
+            raise errors.InvalidArgument("Renaming a container with the same name as its current "
+                                         "name")
+        self.store.reserve_name(new_name, cid)
+        try:
+            with self.store.lock(cid):
+                record = self.store.read(cid)
+                record["Name"] = "/" + new_name
+                self.store.write(record)
+        except BaseException:
+            self.store.release_name(new_name, cid)
+            raise
+        self.store.release_name(old, cid)
+
+    def signal(self, record: dict, sig: int, *, manual: bool = True) -> None:
+        """Send `sig` to the container's PID 1; `manual` keeps the restart policy off."""
+        if manual:
+            self.set_manually_stopped(record["Id"])
+        if record["State"].get("Paused"):
+            self.unpause(record)  # a frozen process cannot die; Docker thaws it too
+        pid = record["State"]["Pid"]
+        if pid:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def wait_stopped(self, cid: str, timeout: float | None) -> bool:
+        """Poll until the container is neither running nor about to restart."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            try:
+                state = self.reconcile(self.store.read(cid))["State"]
+            except errors.NotFound:
+                return True
+            if not state["Running"] and not state.get("Restarting"):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def kill_and_wait(self, record: dict, timeout: float = 10.0) -> None:
+        self.signal(record, signal.SIGKILL)
+        if not self.wait_stopped(record["Id"], timeout):
+            raise errors.Unavailable(f"container {record['Id'][:12]} did not stop within "
+                                     f"{timeout:.0f}s")
+
+    def stop(self, record: dict, timeout: int | None = None) -> None:
+        """Docker's stop: the stop signal, up to `timeout` seconds, then SIGKILL."""
+        cfg = record["Config"]
+        if timeout is None:
+            timeout = cfg.get("StopTimeout", 10)
+        self.signal(record, parse_signal(cfg.get("StopSignal") or "SIGTERM"))
+        if timeout < 0 or not self.wait_stopped(record["Id"], float(timeout)):
+            if timeout >= 0:
+                self.kill_and_wait(record)
+            else:
+                self.wait_stopped(record["Id"], None)
+
+    def cgroup_of(self, record: dict):
+        from berth.runtime import cgroups
+
+        return cgroups.Cgroup(cgroups.layout(), self.spec_of(record["Id"]).linux.cgroups_path)
+
+    def pause(self, record: dict) -> None:
+        if not record["State"]["Running"]:
+            raise errors.Conflict(f"container {record['Id'][:12]} is not running")
+        if record["State"].get("Paused"):
+            raise errors.Conflict(f"container {record['Id'][:12]} is already paused")
+        self.cgroup_of(record).freeze()
+        self.set_paused(record["Id"], True)
+
+    def unpause(self, record: dict) -> None:
+        if not record["State"].get("Paused"):
+            raise errors.Conflict(f"container {record['Id'][:12]} is not paused")
+        self.cgroup_of(record).thaw()
+        self.set_paused(record["Id"], False)
+
+    def inspect(self, ref: str) -> dict:
+        record = dict(self.get(ref))
+        record.pop("Berth", None)
+        return record
+
+
+def _with_seccomp(spec: rt.Spec, profile_text: str | None) -> rt.Spec:
+    import json
+    from berth.oci.record import replace
+
+    from berth.runtime import seccomp
+
+    if profile_text is None:
+        profile = seccomp.default_profile()
+    else:
+        try:
+            profile = json.loads(profile_text)
+        except ValueError as exc:
+            raise errors.InvalidArgument(f"seccomp profile is not valid JSON: {exc}") from None
+    caps = spec.process.capabilities.bounding if spec.process.capabilities else ()
+    resolved = seccomp.resolve(profile, caps)
+    return replace(spec, linux=replace(spec.linux, seccomp=resolved))
+
+
+def parse_signal(text: str | int) -> int:
+    """SIGTERM, TERM, 15 -> 15, as Docker's --stop-signal and kill -s accept them."""
+    if isinstance(text, int) or str(text).isdigit():
+        number = int(text)
+    else:
+        name = str(text).upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        number = getattr(signal, name, None)
+        if not isinstance(number, int):
+            raise errors.InvalidArgument(f"invalid signal: {text}")
+    if not 0 < number < signal.NSIG:
+        raise errors.InvalidArgument(f"invalid signal: {text}")
+    return int(number)
+
+
+def _health_dict(h) -> dict:
+    return {"Test": list(h.test), "Interval": h.interval or 0, "Timeout": h.timeout or 0,
+            "StartPeriod": h.start_period or 0, "Retries": h.retries or 0}
+
+
+def _restart_policy(text: str) -> dict:
+    name, _, count = text.partition(":")
+    return {"Name": "" if name == "no" else name, "MaximumRetryCount": int(count or 0)}
+
+
+def _host_config(opts: specmod.RunOptions, auto_remove: bool) -> dict:
+    return {
+        "RestartPolicy": _restart_policy(opts.restart),
+        "LogConfig": {"Type": "json-file", "Config": dict(opts.log_opts)},
+        "Binds": [f"{b.source}:{b.destination}{':ro' if b.readonly else ''}" for b in opts.binds]
+        or None,
+        "NetworkMode": "bridge" if opts.network == "default" else opts.network,
+        "AutoRemove": auto_remove,
+        "Privileged": opts.privileged,
+        "ReadonlyRootfs": opts.read_only,
+        "CapAdd": list(opts.cap_add) or None,
+        "CapDrop": list(opts.cap_drop) or None,
+        "SecurityOpt": (["no-new-privileges"] if opts.no_new_privileges else [])
+        + (["seccomp=unconfined"] if opts.seccomp_unconfined else []) or None,
+        "Memory": opts.memory or 0,
+        "MemorySwap": opts.memory_swap if opts.memory_swap is not None else
+        ((opts.memory * 2) if opts.memory else 0),
+        "MemoryReservation": opts.memory_reservation or 0,
+        "NanoCpus": int(opts.cpus * 1e9) if opts.cpus else 0,
+        "CpuShares": opts.cpu_shares or 0,
+        "CpuPeriod": opts.cpu_period or 0,
+        "CpuQuota": opts.cpu_quota or 0,
+        "CpusetCpus": opts.cpuset_cpus or "",
+        "CpusetMems": opts.cpuset_mems or "",
+        "PidsLimit": opts.pids_limit,
+        "OomKillDisable": opts.oom_kill_disable,
+        "Tmpfs": {d: o for d, o in opts.tmpfs} or None,
+        "Ulimits": [{"Name": u.type.removeprefix("RLIMIT_").lower(), "Soft": u.soft, "Hard": u.hard}
+                    for u in opts.ulimits] or None,
+        "Init": opts.init,
+        "ShmSize": opts.shm_size,
+        "Sysctls": opts.sysctls or None,
+        "IpcMode": opts.ipc,
+        "PidMode": "",
+        "UTSMode": "",
+        "OomScoreAdj": opts.oom_score_adj or 0,
+        "GroupAdd": list(opts.group_add) or None,
+    }
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)

@@ -1,0 +1,921 @@
+"""Image archives: `docker save` / `docker load` tarballs, and `docker export` of a root tree.
+
+save writes the form Docker 25+ writes, which is at once a docker-archive and an OCI image
+layout (podman 4.3, skopeo 1.9 and Docker of every version read it):
+
+    oci-layout, index.json          the OCI layout; one index entry per name, annotated with
+                                    io.containerd.image.name (full) and ...ref.name (the tag)
+    manifest.json, repositories     the docker-archive view; Config and Layers name blobs
+    blobs/sha256/<hex>              configs, manifests and layers, each written once
+
+"oci-archive" leaves out the docker files (and so never decompresses a layer).
+
+load reads docker-archives (classic ``<id>/layer.tar`` form, podman's ``<hex>.tar`` form or
+the combined form above) and OCI archives, plain or compressed. Tar members come in any
+order, so each regular member is spooled once into a staging directory under
+``content/ingest`` while it is hashed; then every blob is checked against its digest, every
+layer against the config's diff IDs (by unpacking it, which also proves it is a safe
+tar), and only when all of it holds are blobs renamed into the store, snapshots committed
+and names recorded. A failure leaves the store as it was.
+
+export tars a container's merged root tree. The kernel merges it: a forked child mounts
+the upper and lower dirs as one read-only overlay in a private mount namespace (nothing
+can leak onto the host, and whiteouts, opaque dirs and redirects mean what overlayfs says)
+and walks it with fd-relative, non-following lookups.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from berth.errors import BerthError, DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from berth.fsutil import remove_tree
+from berth.image import document_kind, host_manifest
+from berth.oci import digest as _digest
+from berth.oci import image as oci
+from berth.oci import reference as _ref
+from berth.oci.record import Record
+
+FORMATS = ("docker-archive", "oci-archive")
+ANNOTATION_IMAGE_NAME = "io.containerd.image.name"  # containerd's and Docker 25's full name
+_CHUNK = 1 << 20
+_JSON_LIMIT = 16 << 20  # a manifest, config or index larger than this is not one
+_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+_BLOB_PATH = "blobs/sha256/"
+# magic bytes -> OCI media type of a layer compressed that way; None: no OCI type exists,
+# so such a layer is stored decompressed
+_COMPRESSED = ((b"\x1f\x8b", oci.OCI_LAYER_GZIP), (b"\x28\xb5\x2f\xfd", oci.OCI_LAYER_ZSTD),
+               (b"\xfd7zXZ\x00", None), (b"BZh", None))
+
+
+# --- save --------------------------------------------------------------------------------
+
+
+def select(store, refs: list[str]) -> list[tuple]:
+    """Docker's rules for what `save REF...` writes: a repository without a tag means all of
+    its tags; an ID saves the image untagged. Returns [(Image, [names])], in order."""
+    chosen: dict[str, tuple] = {}
+
+    def add(image, name):
+        entry = chosen.setdefault(image.id, (image, []))
+        if name and name not in entry[1]:
+            entry[1].append(name)
+
+    for text in refs:
+        ref = None
+        if not _ref.looks_like_id(text):
+            try:
+                ref = _ref.parse(text, default_tag=False)
+            except InvalidArgument:
+                pass
+        if ref is not None and ref.tag is None and ref.digest is None:
+            tagged = [(image, name) for image in store.list() for name in image.names
+                      if name.rpartition(":")[0] == ref.name]
+            for image, name in tagged:
+                add(image, name)
+            if tagged:
+                continue
+        image = store.resolve(text)
+        full = f"{ref.name}:{ref.tag or _ref.DEFAULT_TAG}" if ref is not None and not ref.digest \
+            else None
+        add(image, full if full in image.names else None)
+    return list(chosen.values())
+
+
+def save(store, refs: list[str], fd: int, fmt: str = "docker-archive") -> None:
+    """Write the images `refs` name as one tar to `fd`, streamed from the content store.
+
+    Everything that can fail for a missing or corrupt blob is checked before the first byte.
+    """
+    if fmt not in FORMATS:
+        raise InvalidArgument(f"unknown archive format {fmt!r}: use one of {', '.join(FORMATS)}")
+    with store.lease():  # an rmi meanwhile must not take blobs from under the stream
+        _save(store, select(store, refs), fd, fmt == "docker-archive")
+
+
+def _save(store, images: list[tuple], fd: int, docker: bool) -> None:
+    blobs: dict[str, str] = {}  # digest -> path in the store, in the order they are written
+    expanded: dict[str, tuple[str, int]] = {}  # diff ID -> (compressed blob, plain size)
+    index, manifest_json, repositories = [], [], {}
+    for image, names in images:
+        manifest = _own_manifest(store, image)
+        blobs[image.id] = store.content.path(image.id)
+        blobs[manifest.digest] = store.content.path(manifest.digest)
+        layer_paths = []
+        for layer, diff_id in zip(image.manifest.layers, image.diff_ids):
+            blobs[layer.digest] = store.content.path(layer.digest)
+            if oci.LAYER_COMPRESSION.get(layer.media_type) is None or not docker:
+                layer_paths.append(_BLOB_PATH + _digest.hex_of(layer.digest))
+                continue
+            # a docker-archive layer is a plain tar: decompress it, twice (the tar header needs
+            # its size first) rather than keep a copy
+            if diff_id not in expanded and diff_id not in blobs:
+                expanded[diff_id] = (layer.digest, _plain_size(store, layer.digest, diff_id))
+            layer_paths.append(_BLOB_PATH + _digest.hex_of(diff_id))
+        platform = oci.Platform(image.config.architecture, image.config.os, image.config.variant)
+        for name in names or [None]:
+            annotations = None
+            if name:
+                annotations = {ANNOTATION_IMAGE_NAME: name,
+                               oci.ANNOTATION_REF_NAME: name.rpartition(":")[2]}
+            index.append(oci.Descriptor(manifest.media_type, manifest.digest, manifest.size,
+                                        annotations, platform))
+        tags = [_ref.parse(n).familiar() for n in names]
+        manifest_json.append({"Config": _BLOB_PATH + _digest.hex_of(image.id),
+                              "RepoTags": tags or None, "Layers": layer_paths})
+        for name in names:
+            repo, _, tag = _ref.parse(name).familiar().rpartition(":")
+            if image.diff_ids:
+                repositories.setdefault(repo, {})[tag] = _digest.hex_of(image.diff_ids[-1])
+    for diff_id in [d for d in expanded if d in blobs]:
+        del expanded[diff_id]  # the plain layer is stored too, and saved as it is
+    for path in blobs.values():
+        if not os.path.exists(path):
+            raise NotFound(f"blob {os.path.basename(path)} is missing from the content store")
+
+    out = _TarWriter(fd)
+    out.file("oci-layout", _LAYOUT)
+    out.file("index.json", oci.Index(manifests=tuple(index)).to_json())
+    if docker:
+        out.file("manifest.json", json.dumps(manifest_json, separators=(",", ":")).encode())
+        if repositories:
+            out.file("repositories", json.dumps(repositories, separators=(",", ":")).encode())
+    out.directory("blobs")
+    out.directory("blobs/sha256")
+    for digest, path in blobs.items():
+        with open(path, "rb") as f:
+            out.file(_BLOB_PATH + _digest.hex_of(digest), size=os.fstat(f.fileno()).st_size,
+                     src_fd=f.fileno())
+    for diff_id, (digest, size) in expanded.items():
+        out.stream(_BLOB_PATH + _digest.hex_of(diff_id), size, _plain(store, digest), diff_id)
+    out.close()
+
+
+def _own_manifest(store, image) -> oci.Descriptor:
+    """The image's manifest itself: a record may point at an index, which stands for its
+    manifest for this platform; only that one is saved."""
+    digest, media = image.manifest_digest, None
+    for _depth in range(5):
+        raw = store.content.read(digest)
+        doc = json.loads(raw)
+        if document_kind(doc, media) != "index":
+            return oci.Descriptor(doc.get("mediaType") or media or oci.OCI_MANIFEST, digest, len(raw))
+        from berth.oci.codec import from_dict
+
+        entry = host_manifest(from_dict(oci.Index, doc))
+        digest, media = entry.digest, entry.media_type
+    raise DataLoss(f"image {image.short_id}: its image indexes nest too deep")
+
+
+def _plain(store, digest: str):
+    from berth.layer import open_decompressed
+
+    return open_decompressed(store.content.open(digest))
+
+
+def _plain_size(store, digest: str, diff_id: str) -> int:
+    import hashlib
+
+    h, size = hashlib.sha256(), 0
+    with _plain(store, digest) as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    if "sha256:" + h.hexdigest() != diff_id:
+        raise DataLoss(f"stored layer {digest} does not decompress to its diff ID {diff_id}")
+    return size
+
+
+class _TarWriter:
+    """A tar stream written straight to an fd: headers by tarfile, data by sendfile(2)."""
+
+    def __init__(self, fd: int) -> None:
+        import tarfile
+
+        self._tarfile = tarfile
+        self.fd = fd
+
+    def _write(self, data) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def add(self, info, data: bytes | None = None, src_fd: int | None = None) -> None:
+        self._write(info.tobuf(self._tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        if data is not None:
+            self._write(data)
+        elif src_fd is not None:
+            self._sendfile(src_fd, info.size)
+        if info.size % 512:
+            self._write(bytes(512 - info.size % 512))
+
+    def _info(self, name: str, kind, mode: int, size: int = 0):
+        info = self._tarfile.TarInfo(name)
+        info.type, info.mode, info.size, info.mtime = kind, mode, size, 0
+        return info
+
+    def file(self, name: str, data: bytes | None = None, *, size: int | None = None,
+             src_fd: int | None = None) -> None:
+        size = len(data) if data is not None else size
+        self.add(self._info(name, self._tarfile.REGTYPE, 0o644, size), data, src_fd)
+
+    def directory(self, name: str) -> None:
+        self.add(self._info(name, self._tarfile.DIRTYPE, 0o755))
+
+    def stream(self, name: str, size: int, source, diff_id: str) -> None:
+        """A member from a stream of known size, checked against `diff_id` as it goes."""
+        import hashlib
+
+        h = hashlib.sha256()
+        self._write(self._info(name, self._tarfile.REGTYPE, 0o644, size)
+                    .tobuf(self._tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        left = size
+        with source:
+            while left:
+                chunk = source.read(min(left, _CHUNK))
+                if not chunk:
+                    break
+                h.update(chunk)
+                self._write(chunk)
+                left -= len(chunk)
+        if left or "sha256:" + h.hexdigest() != diff_id:
+            raise DataLoss(f"stored layer {diff_id} changed while it was being saved")
+        if size % 512:
+            self._write(bytes(512 - size % 512))
+
+    def _sendfile(self, src: int, size: int) -> None:
+        sent = 0
+        try:
+            while sent < size:
+                n = os.sendfile(self.fd, src, sent, size - sent)
+                if not n:
+                    break
+                sent += n
+        except OSError as exc:
+            import errno
+
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+            while sent < size and (chunk := os.pread(src, min(_CHUNK, size - sent), sent)):
+                self._write(chunk)
+                sent += len(chunk)
+        if sent < size:  # the file shrank under us: keep the tar well-formed
+            self._write(bytes(size - sent))
+
+    def close(self) -> None:
+        self._write(bytes(1024))  # the end-of-archive marker: two zero blocks
+
+
+# --- load --------------------------------------------------------------------------------
+
+
+class Loaded(Record):
+    """What `load` did, for the CLI to report as docker does."""
+
+    images: tuple[tuple[str | None, str], ...]  # (full name, or None when untagged; image ID)
+    renamed: tuple[tuple[str, str], ...]  # (name, ID of the image that lost it)
+
+
+def load(store, stream) -> Loaded:
+    """Load every image of the archive read from `stream`; all of it, or nothing."""
+    from berth.layer import open_decompressed
+
+    store.content.ensure()
+    with store.lease():  # what is spooled and unpacked is garbage until the records exist
+        return _load(store, open_decompressed(stream))
+
+
+def _load(store, stream) -> Loaded:
+    stage = _Stage(store.content.ingest_dir)
+    snapshots: list[tuple] = []  # (tmp, chain ID, diff ID, parent, size): unpacked, uncommitted
+    try:
+        archive = _spool(stream, stage)
+        if "manifest.json" in archive.files or "manifest.json" in archive.links:
+            pending = _plan_docker(archive, stage)
+        elif "index.json" in archive.files:
+            pending = _plan_oci(archive)
+        else:
+            raise InvalidArgument("not an image archive: it has neither manifest.json (docker) "
+                                  "nor index.json (OCI)")
+        if not pending:
+            raise InvalidArgument("the archive contains no images")
+        _verify_layers(store, pending, snapshots)
+        _publish(store, stage, pending)
+        for tmp, chain, diff_id, parent, size in snapshots:
+            store.snapshots.commit(tmp, chain, diff_id, parent, size)
+        snapshots.clear()
+        return _record(store, pending)
+    finally:
+        for tmp, *_ in snapshots:
+            store.snapshots.abort(tmp)
+        stage.remove()
+
+
+class _Spooled:
+    __slots__ = ("path", "size", "digest")
+
+    def __init__(self, path: str, size: int, digest: str) -> None:
+        self.path, self.size, self.digest = path, size, digest
+
+
+class _Stage:
+    """Member files of one load, under content/ingest, on the blob store's filesystem."""
+
+    def __init__(self, ingest_dir: str) -> None:
+        self.dir = os.path.join(ingest_dir, f"load-{os.urandom(8).hex()}")
+        os.mkdir(self.dir, 0o700)
+        self._count = 0
+
+    def spool(self, read_into, size: int, what: str) -> _Spooled:
+        import hashlib
+
+        self._count += 1
+        path = os.path.join(self.dir, str(self._count))
+        h = hashlib.sha256()
+        buf = memoryview(bytearray(min(size, _CHUNK) or 1))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            left = size
+            while left:
+                n = read_into(buf[:min(left, len(buf))])
+                if not n:
+                    raise DataLoss(f"the archive is truncated in {what}")
+                chunk = buf[:n]
+                h.update(chunk)
+                while chunk:
+                    chunk = chunk[os.write(fd, chunk):]
+                left -= n
+        finally:
+            os.close(fd)
+        return _Spooled(path, size, "sha256:" + h.hexdigest())
+
+    def put(self, data: bytes) -> _Spooled:
+        import io
+
+        return self.spool(io.BytesIO(data).readinto, len(data), "a document")
+
+    def remove(self) -> None:
+        remove_tree(self.dir)
+
+
+class _Archive:
+    """The archive's members by cleaned name: spooled regular files, and links between them."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, _Spooled] = {}
+        self.links: dict[str, str] = {}  # name -> target member name
+
+    def find(self, name: str) -> _Spooled | None:
+        key = _clean(name)
+        for _hop in range(40):
+            if key is None:
+                return None
+            if key in self.files:
+                return self.files[key]
+            if key not in self.links:
+                return None
+            key = self.links[key]
+        return None
+
+    def read_json(self, name: str, what: str):
+        member = self.find(name)
+        if member is None:
+            raise DataLoss(f"the archive has no {what} ({name})")
+        return _parse_json(member, what)
+
+
+def _parse_json(member: _Spooled, what: str):
+    if member.size > _JSON_LIMIT:
+        raise DataLoss(f"{what} is {member.size} bytes: too large to be one")
+    with open(member.path, "rb") as f:
+        raw = f.read()
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise DataLoss(f"{what} is not valid JSON: {exc}") from None
+
+
+def _document(cls, member: _Spooled, what: str):
+    """A JSON document of the archive as an OCI record; DataLoss if it is not one."""
+    from berth.oci.codec import from_dict
+
+    try:
+        return from_dict(cls, _parse_json(member, what))
+    except ValueError as exc:
+        raise DataLoss(f"{what} is not a valid {cls.__name__}: {exc}") from None
+
+
+def _clean(name: str) -> str | None:
+    """A member name relative to the archive root; None if it is absolute or has a "..",
+    which no archive writer puts in a name."""
+    if name.startswith("/") or "\0" in name or ".." in name.split("/"):
+        return None
+    return "/".join(part for part in name.split("/") if part and part != ".")
+
+
+def _link_target(name: str, target: str, symbolic: bool) -> str | None:
+    """The member a link points at: a symlink's target is relative to its own directory
+    (podman writes ``<id>/layer.tar -> ../<hex>.tar``), a hard link's to the root. None if
+    it leads outside the archive."""
+    if target.startswith("/") or "\0" in target:
+        return None
+    parts = name.split("/")[:-1] if symbolic else []
+    for part in target.split("/"):
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        elif part and part != ".":
+            parts.append(part)
+    return "/".join(parts)
+
+
+class _Forward:
+    """The input as tarfile's "r" mode needs it: tarfile only ever seeks ahead, to skip."""
+
+    def __init__(self, raw) -> None:
+        self._raw = raw
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        parts, got = [], 0
+        while size < 0 or got < size:
+            data = self._raw.read(_CHUNK if size < 0 else size - got)
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        self._pos += got
+        return b"".join(parts)
+
+    def readinto(self, buf) -> int:
+        n = self._raw.readinto(buf) or 0
+        self._pos += n
+        return n
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence != 0 or pos < self._pos:
+            raise OSError("the archive stream only moves forward")
+        while self._pos < pos:
+            if not self.read(min(pos - self._pos, _CHUNK)):
+                raise DataLoss("the archive is truncated")
+        return self._pos
+
+
+class _HeaderProblem(Exception):
+    pass
+
+
+def _tarinfo_class():
+    import tarfile
+
+    class Strict(tarfile.TarInfo):
+        """tarfile reads a bad or missing header as the end of the archive; a load must not."""
+
+        @classmethod
+        def frombuf(cls, buf, encoding, errors):
+            if not buf:
+                raise _HeaderProblem("ends without the end-of-archive marker")
+            try:
+                return super().frombuf(buf, encoding, errors)
+            except tarfile.EOFHeaderError:
+                raise
+            except tarfile.HeaderError as exc:
+                raise _HeaderProblem(str(exc)) from None
+
+    return Strict
+
+
+def _spool(stream, stage: _Stage) -> _Archive:
+    import tarfile
+
+    source = _Forward(stream)
+    archive = _Archive()
+    try:
+        tar = tarfile.TarFile(fileobj=source, mode="r", tarinfo=_tarinfo_class())
+        while (m := tar.next()) is not None:
+            tar.members.clear()  # a stream needs no memory of the headers it passed
+            name = _clean(m.name)
+            if name is None:
+                raise InvalidArgument(f"archive member {m.name!r} points outside the archive")
+            if m.isreg():
+                if m.sparse is not None:
+                    raise InvalidArgument(f"archive member {m.name!r} is a sparse file")
+                source.seek(m.offset_data)
+                archive.links.pop(name, None)
+                archive.files[name] = stage.spool(source.readinto, m.size, f"member {m.name!r}")
+            elif m.issym() or m.islnk():
+                target = _link_target(name, m.linkname, m.issym())
+                if target is None:
+                    raise InvalidArgument(f"archive member {m.name!r} links to {m.linkname!r}, "
+                                          "outside the archive")
+                archive.files.pop(name, None)
+                archive.links[name] = target
+    except (_HeaderProblem, tarfile.ReadError) as exc:
+        if source.tell() == 0:
+            raise InvalidArgument("the input is empty: there is no archive to load") from None
+        if source.tell() <= 512:
+            raise InvalidArgument("the input is not a tar archive (nor a compressed one)") from None
+        if isinstance(exc, _HeaderProblem) and "end-of-archive" in str(exc):
+            raise DataLoss(f"the archive is truncated: it {exc}") from None
+        raise DataLoss(f"the archive is corrupt near byte {source.tell()}: {exc}") from None
+    return archive
+
+
+class _Pending:
+    """One image of the archive, checked and ready to be stored."""
+
+    __slots__ = ("manifest", "manifest_digest", "config", "diff_ids", "layers", "names")
+
+    def __init__(self, manifest: _Spooled, config: _Spooled, diff_ids, layers, names) -> None:
+        self.manifest, self.manifest_digest = manifest, manifest.digest
+        self.config, self.diff_ids, self.layers, self.names = config, diff_ids, layers, names
+
+
+def _check_layer_count(layers, diff_ids, what: str) -> None:
+    if len(layers) != len(diff_ids):
+        raise DataLoss(f"{what} lists {len(layers)} layers, but its config has {len(diff_ids)} "
+                       "diff IDs")
+
+
+def _plan_docker(archive: _Archive, stage: _Stage) -> list[_Pending]:
+    import re
+
+    entries = archive.read_json("manifest.json", "manifest.json")
+    if not isinstance(entries, list):
+        raise DataLoss("manifest.json is not a list of images")
+    known = _oci_manifests(archive)
+    out = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str) or \
+                not isinstance(entry.get("Layers"), list):
+            raise DataLoss("manifest.json has an entry without Config and Layers")
+        config_file = archive.find(entry["Config"])
+        if config_file is None:
+            raise DataLoss(f"manifest.json names config {entry['Config']}, which the archive "
+                           "does not contain")
+        # names that carry the digest must match it: <hex>.json, blobs/sha256/<hex>
+        named = re.search(r"(?:^|/)(?:blobs/sha256/)?([0-9a-f]{64})(?:\.json)?$", entry["Config"])
+        if named and config_file.digest != "sha256:" + named.group(1):
+            raise DataLoss(f"config {entry['Config']} does not match its digest: its content "
+                           f"hashes to {config_file.digest}")
+        config = _document(oci.ImageConfig, config_file, f"config {entry['Config']}")
+        diff_ids = config.rootfs.diff_ids
+        _check_layer_count(entry["Layers"], diff_ids, f"manifest.json entry {entry['Config']}")
+        layers = []
+        for path, diff_id in zip(entry["Layers"], diff_ids):
+            member = archive.find(str(path))
+            if member is None:
+                raise DataLoss(f"manifest.json names layer {path}, which the archive does not "
+                               "contain")
+            compressed, media = _compression(member)
+            if media is None:  # xz or bzip2, which OCI has no media type for: store it plain
+                member, media, compressed = _decompressed_copy(stage, member, path), oci.OCI_LAYER, False
+            if not compressed and member.digest != diff_id:
+                raise DataLoss(f"layer {path} has diff ID {member.digest}, but the image config "
+                               f"lists {diff_id}")
+            layers.append((oci.Descriptor(media, member.digest, member.size), member))
+        manifest = known.get((config_file.digest, tuple(d.digest for d, _ in layers)))
+        if manifest is None:  # a classic archive: write the OCI manifest it implies
+            manifest = stage.put(oci.Manifest(
+                config=oci.Descriptor(oci.OCI_CONFIG, config_file.digest, config_file.size),
+                layers=tuple(d for d, _ in layers)).to_json())
+        names = []
+        for tag in entry.get("RepoTags") or ():
+            try:
+                ref = _ref.parse(str(tag))
+            except InvalidArgument:
+                raise DataLoss(f"manifest.json has an invalid image name {tag!r}") from None
+            if ref.tag:
+                names.append(f"{ref.name}:{ref.tag}")
+        out.append(_Pending(manifest, config_file, diff_ids, layers, names))
+    return out
+
+
+def _oci_manifests(archive: _Archive) -> dict:
+    """The manifests a combined archive's OCI index holds, by (config, layer digests), so a
+    docker-archive load keeps the original manifest (and its digest) where there is one."""
+    out = {}
+    if "index.json" not in archive.files:
+        return out
+    try:
+        index = _document(oci.Index, archive.files["index.json"], "index.json")
+        for desc in index.manifests:
+            if desc.media_type not in oci.MANIFEST_TYPES:
+                continue
+            member, manifest = _manifest(archive, desc)
+            if all(layer.media_type in oci.LAYER_COMPRESSION for layer in manifest.layers):
+                out[(manifest.config.digest, tuple(d.digest for d in manifest.layers))] = member
+    except BerthError:
+        pass  # the docker view is complete without it
+    return out
+
+
+def _blob(archive: _Archive, desc: oci.Descriptor, what: str) -> _Spooled:
+    algo, _, hexpart = _digest.validate(desc.digest).partition(":")
+    if algo != "sha256":
+        raise InvalidArgument(f"{what} {desc.digest}: only sha256 digests are supported")
+    member = archive.find(_BLOB_PATH + hexpart)
+    if member is None:
+        raise DataLoss(f"the archive references {what} {desc.digest}, but does not contain it")
+    if member.digest != desc.digest:
+        raise DataLoss(f"blob {_BLOB_PATH}{hexpart} does not match its digest: its content "
+                       f"hashes to {member.digest}")
+    if member.size != desc.size:
+        raise DataLoss(f"blob {desc.digest} is {member.size} bytes, but is described as "
+                       f"{desc.size}")
+    return member
+
+
+def _manifest(archive: _Archive, desc: oci.Descriptor) -> tuple[_Spooled, oci.Manifest]:
+    member = _blob(archive, desc, "manifest")
+    return member, _document(oci.Manifest, member, f"manifest {desc.digest}")
+
+
+def _plan_oci(archive: _Archive) -> list[_Pending]:
+    layout = archive.find("oci-layout")
+    if layout is not None:
+        version = str((_parse_json(layout, "oci-layout") or {}).get("imageLayoutVersion", ""))
+        if not version.startswith("1."):
+            raise InvalidArgument(f"unsupported OCI layout version {version!r}")
+    index = _document(oci.Index, archive.files["index.json"], "index.json")
+    out = []
+    for desc in index.manifests:
+        target = desc
+        for _depth in range(4):
+            if target.media_type not in oci.INDEX_TYPES:
+                break
+            target = host_manifest(_document(oci.Index, _blob(archive, target, "image index"),
+                                             f"image index {target.digest}"))
+        if target.media_type not in oci.MANIFEST_TYPES:
+            raise InvalidArgument(f"index.json lists {desc.digest} of unsupported media type "
+                                  f"{desc.media_type}")
+        member, manifest = _manifest(archive, target)
+        if manifest.config.media_type not in (oci.OCI_CONFIG, oci.DOCKER_CONFIG):
+            raise InvalidArgument(f"manifest {target.digest} is not a container image: its config "
+                                  f"is {manifest.config.media_type}")
+        config_file = _blob(archive, manifest.config, "config")
+        diff_ids = _document(oci.ImageConfig, config_file,
+                             f"config {manifest.config.digest}").rootfs.diff_ids
+        _check_layer_count(manifest.layers, diff_ids, f"manifest {target.digest}")
+        layers = []
+        for layer, diff_id in zip(manifest.layers, diff_ids):
+            if layer.media_type not in oci.LAYER_COMPRESSION:
+                raise InvalidArgument(f"layer {layer.digest} has unsupported media type "
+                                      f"{layer.media_type}")
+            blob = _blob(archive, layer, "layer")
+            if oci.LAYER_COMPRESSION[layer.media_type] is None and blob.digest != diff_id:
+                raise DataLoss(f"layer {layer.digest} is not the diff ID {diff_id} its config "
+                               "lists")
+            layers.append((layer, blob))
+        name = _oci_name(desc.annotations or {})
+        out.append(_Pending(member, config_file, diff_ids, layers, [name] if name else []))
+    return out
+
+
+def _oci_name(annotations: dict) -> str | None:
+    """containerd's rule: the full name annotation; else a ref.name with "/", ":" or "@" is a
+    reference, and a bare one ("latest") only a tag, with no repository to put it in."""
+    text = annotations.get(ANNOTATION_IMAGE_NAME) or annotations.get(oci.ANNOTATION_REF_NAME)
+    if not text or not any(c in text for c in "/:@"):
+        return None
+    try:
+        ref = _ref.parse(text)
+    except InvalidArgument:
+        raise DataLoss(f"index.json names an image {text!r}, which is not a valid name") from None
+    return f"{ref.name}:{ref.tag}" if ref.tag else None
+
+
+def _compression(member: _Spooled) -> tuple[bool, str | None]:
+    """Whether a layer member is compressed, and the OCI media type it is stored under."""
+    with open(member.path, "rb") as f:
+        head = f.read(8)
+    for magic, media in _COMPRESSED:
+        if head.startswith(magic):
+            return True, media
+    return False, oci.OCI_LAYER
+
+
+def _decompressed_copy(stage: _Stage, member: _Spooled, what: str) -> _Spooled:
+    from berth.layer import open_decompressed
+
+    with open(member.path, "rb") as raw:
+        plain = open_decompressed(raw)
+        size = 0
+        # spool needs the size up front: count first, then copy (rare: old xz/bzip2 archives)
+        while chunk := plain.read(_CHUNK):
+            size += len(chunk)
+    with open(member.path, "rb") as raw:
+        return stage.spool(open_decompressed(raw).readinto, size, f"layer {what}")
+
+
+def _diff_id(path: str) -> str:
+    import hashlib
+
+    from berth.layer import open_decompressed
+
+    h = hashlib.sha256()
+    with open(path, "rb") as raw:
+        plain = open_decompressed(raw)
+        while chunk := plain.read(_CHUNK):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _verify_layers(store, pending: list[_Pending], snapshots: list) -> None:
+    """Unpack the layers the store lacks (into uncommitted snapshots), which proves each is a
+    safe tar with the config's diff ID; the diff IDs of the others are checked by hashing."""
+    from berth.layer import apply_layer, open_decompressed
+
+    done: set[str] = set()  # blob digests proven
+    chains_here: set[str] = set()
+    for image in pending:
+        chains = _digest.chain_ids(image.diff_ids)
+        for i, ((desc, member), diff_id) in enumerate(zip(image.layers, image.diff_ids)):
+            chain = chains[i]
+            if chain not in chains_here and not store.snapshots.exists(chain):
+                tmp = store.snapshots.prepare()
+                entry = [tmp, chain, diff_id, chains[i - 1] if i else None, None]
+                snapshots.append(entry)
+                chains_here.add(chain)
+                try:
+                    with open(member.path, "rb") as raw:
+                        result = apply_layer(open_decompressed(raw), os.path.join(tmp, "fs"))
+                except BerthError as exc:
+                    raise type(exc)(f"layer {desc.digest}: {exc}") from exc
+                actual, entry[4] = result.diff_id, result.size
+            elif desc.digest in done:
+                continue
+            elif oci.LAYER_COMPRESSION[desc.media_type] is None:
+                actual = member.digest
+            else:
+                actual = _diff_id(member.path)
+            if actual != diff_id:
+                raise DataLoss(f"layer {desc.digest} has diff ID {actual}, but the image config "
+                               f"lists {diff_id}")
+            done.add(desc.digest)
+
+
+def _publish(store, stage: _Stage, pending: list[_Pending]) -> None:
+    """Rename the verified blobs into the store: each appears whole, or not at all."""
+    from berth.linux import syscalls
+
+    blobs: dict[str, _Spooled] = {}
+    for image in pending:
+        for member in (image.manifest, image.config, *(m for _, m in image.layers)):
+            blobs.setdefault(member.digest, member)
+    fd = os.open(stage.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        syscalls().syncfs(fd)  # one flush for every spooled file instead of an fsync each
+    finally:
+        os.close(fd)
+    for digest, member in blobs.items():
+        target = store.content.path(digest)
+        if not os.path.exists(target):
+            os.rename(member.path, target)
+    store.content.sync_dir()
+
+
+def _record(store, pending: list[_Pending]) -> Loaded:
+    loaded, renamed = [], []
+    for image in pending:
+        image_id = image.config.digest
+        for name in image.names:
+            try:
+                old = store.resolve(name)
+            except NotFound:
+                old = None
+            if old is not None and old.id != image_id:
+                renamed.append((name, old.id))
+            store.add(image.manifest_digest, name)
+            loaded.append((name, image_id))
+        if not image.names:
+            store.add(image.manifest_digest, None)
+            loaded.append((None, image_id))
+    return Loaded(tuple(loaded), tuple(renamed))
+
+
+# --- export ------------------------------------------------------------------------------
+
+
+def export_rootfs(upper: str, lowerdirs: list[str], mountpoint: str, fd: int) -> None:
+    """Write the merged tree of `upper` over `lowerdirs` (topmost first) as a tar to `fd`."""
+    for path in (upper, *lowerdirs):
+        if not os.path.isdir(path):
+            raise NotFound(f"the container's layer {path} is missing")
+    if not os.path.isdir(mountpoint):
+        raise NotFound(f"the container's mount point {mountpoint} is missing")
+    errors_r, errors_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        os.close(errors_r)
+        status = 0
+        try:
+            _export_child(upper, lowerdirs, mountpoint, fd)
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if isinstance(exc, OSError) and exc.filename:
+                message += f": {exc.filename}"
+            os.write(errors_w, f"{type(exc).__name__}\n{message}".encode(errors="replace"))
+            status = 1
+        os._exit(status)
+    os.close(errors_w)
+    try:
+        with os.fdopen(errors_r, "rb") as pipe:
+            report = pipe.read().decode(errors="replace")
+    finally:
+        _, status = os.waitpid(pid, 0)
+    if status == 0 and not report:
+        return
+    kind, _, message = report.partition("\n")
+    if kind == "BrokenPipeError":
+        raise BrokenPipeError(message)
+    import berth.errors as errors
+
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, BerthError):
+        raise cls(message)
+    raise FailedPrecondition(f"export failed: {message or f'exit status {status}'}")
+
+
+def _export_child(upper: str, lowerdirs: list[str], mountpoint: str, fd: int) -> None:
+    import signal
+
+    from berth import linux
+
+    kernel = linux.syscalls()
+    kernel.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    kernel.unshare(linux.CLONE_NEWNS)
+    kernel.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    # layers by fd: /proc/self/fd/N keeps the option string short for deep images
+    dirs = [os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for p in (upper, *lowerdirs)]
+    lower = ":".join(f"/proc/self/fd/{d}" for d in dirs)
+    kernel.mount("overlay", mountpoint, "overlay", linux.MS_RDONLY, f"lowerdir={lower}")
+    root = os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    out = _TarWriter(fd)
+    _tar_tree(out, root)
+    out.close()
+
+
+def _tar_tree(out: _TarWriter, root: int) -> None:
+    """Every entry below the directory fd `root`, parents first, names sorted; never follows
+    a symlink, so a tree that changes under us cannot lead outside it."""
+    import stat
+    import tarfile
+
+    dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    hardlinks: dict[tuple[int, int], str] = {}
+    stack = [(root, "", iter(sorted(os.listdir(root))))]
+    while stack:
+        parent, prefix, names = stack[-1]
+        name = next(names, None)
+        if name is None:
+            stack.pop()
+            os.close(parent)
+            continue
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # removed while we walk
+        info = tarfile.TarInfo(prefix + name)
+        info.mode, info.uid, info.gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+        info.mtime = int(st.st_mtime)
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            info.type = tarfile.DIRTYPE
+            out.add(info)
+            child = os.open(name, dir_flags, dir_fd=parent)
+            stack.append((child, f"{prefix}{name}/", iter(sorted(os.listdir(child)))))
+        elif stat.S_ISREG(mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in hardlinks:
+                info.type, info.linkname = tarfile.LNKTYPE, hardlinks[key]
+                out.add(info)
+                continue
+            if st.st_nlink > 1:
+                hardlinks[key] = info.name
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                try:  # the one xattr Docker keeps: file capabilities
+                    cap = os.getxattr(fd, "security.capability")
+                    info.pax_headers = {"SCHILY.xattr.security.capability":
+                                        cap.decode("utf-8", "surrogateescape")}
+                except OSError:
+                    pass
+                info.size = st.st_size
+                out.add(info, src_fd=fd)
+            finally:
+                os.close(fd)
+        elif stat.S_ISLNK(mode):
+            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=parent)
+            out.add(info)
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+            info.type = (tarfile.CHRTYPE if stat.S_ISCHR(mode) else
+                         tarfile.BLKTYPE if stat.S_ISBLK(mode) else tarfile.FIFOTYPE)
+            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+            out.add(info)
+        # sockets are not archived, as in Docker
