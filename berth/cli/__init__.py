@@ -202,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         _err(str(exc))
-        return exc.exit_code if command in ENGINE_EXIT_COMMANDS else 1
+        from berth.errors import CommandNotFound
+
+        if isinstance(exc, CommandNotFound) or command in ENGINE_EXIT_COMMANDS:
+            return exc.exit_code  # 126/127 from exec too, as Docker gives them
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

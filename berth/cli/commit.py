@@ -117,7 +117,8 @@ def cmd_history(g, argv) -> int:
             fmt.human_size(r.size) if human else str(r.size),
             r.comment,
         ])
-    sys.stdout.write(fmt.table(["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], table))
+    sys.stdout.write(fmt.table(["IMAGE", "CREATED" if human else "CREATED AT", "CREATED BY",
+                                "SIZE", "COMMENT"], table))
     return 0
 
 

@@ -38,8 +38,16 @@ def _containers(g):
 
 def status_text(state: dict) -> str:
     status = state["Status"]
-    if status == "running":
-        return "Up " + fmt.human_duration(_since(state["StartedAt"]))
+    if status in ("running", "paused"):
+        text = "Up " + fmt.human_duration(_since(state["StartedAt"]))
+        if state.get("Paused"):
+            return text + " (Paused)"
+        health = (state.get("Health") or {}).get("Status")
+        if health == "starting":
+            return text + " (health: starting)"
+        return text + (f" ({health})" if health else "")
+    if status == "restarting":
+        return f"Restarting ({state['ExitCode']}) {fmt.ago(state['FinishedAt'])}".rstrip()
     if status == "exited":
         finished = fmt.ago(state["FinishedAt"])
         return f"Exited ({state['ExitCode']}) {finished}".rstrip()

@@ -101,13 +101,12 @@ def cmd_system_prune(g, argv) -> int:
     containers = Containers(g.root, store)
     removed, reclaimed, status = [], 0, 0
     for record in containers.list():
-        if record["State"]["Running"]:
+        if record["State"]["Running"] or record["State"].get("Restarting"):
             continue
         size = container_size(record)
         try:
             containers.remove(record["Id"])
-        except BerthError as exc:  # started meanwhile, or already gone
-            sys.stderr.write(f"berth: {exc}\n")
+        except BerthError:  # started meanwhile, or already gone: not stopped after all
             continue
         removed.append(record["Id"])
         reclaimed += size

@@ -117,8 +117,7 @@ class Monitor:
             if not self._sleep_backoff():
                 break
             try:
-                self._launch(None, lambda stdio, size: self.containers.start(
-                    self.cid, stdio, console_size=size, detached=True))
+                self._launch(None, self._start_again)
             except errors.BerthError:
                 continue
         self._close_listener()
@@ -130,6 +129,10 @@ class Monitor:
             except errors.BerthError:
                 pass
         self._notify_exit()
+
+    def _start_again(self, stdio, size):
+        proc = self.containers.start(self.cid, stdio, console_size=size, detached=True)
+        return self.containers.store.read(self.cid), proc
 
     def _launch(self, first: Client | None, start) -> None:
         from berth.runtime import Stdio

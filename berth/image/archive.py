@@ -147,8 +147,11 @@ def _save(store, images: list[tuple], fd: int, docker: bool) -> None:
         with open(path, "rb") as f:
             out.file(_BLOB_PATH + _digest.hex_of(digest), size=os.fstat(f.fileno()).st_size,
                      src_fd=f.fileno())
+    if expanded:
+        from berth.layer import open_decompressed
     for diff_id, (digest, size) in expanded.items():
-        out.stream(_BLOB_PATH + _digest.hex_of(diff_id), size, _plain(store, digest), diff_id)
+        with store.content.open(digest) as raw:
+            out.stream(_BLOB_PATH + _digest.hex_of(diff_id), size, open_decompressed(raw), diff_id)
     out.close()
 
 
@@ -160,7 +163,8 @@ def _own_manifest(store, image) -> oci.Descriptor:
         raw = store.content.read(digest)
         doc = json.loads(raw)
         if document_kind(doc, media) != "index":
-            return oci.Descriptor(doc.get("mediaType") or media or oci.OCI_MANIFEST, digest, len(raw))
+            media = doc.get("mediaType") or media or oci.OCI_MANIFEST
+            return oci.Descriptor(media, digest, len(raw))
         from berth.oci.codec import from_dict
 
         entry = host_manifest(from_dict(oci.Index, doc))
@@ -168,18 +172,15 @@ def _own_manifest(store, image) -> oci.Descriptor:
     raise DataLoss(f"image {image.short_id}: its image indexes nest too deep")
 
 
-def _plain(store, digest: str):
-    from berth.layer import open_decompressed
-
-    return open_decompressed(store.content.open(digest))
-
-
 def _plain_size(store, digest: str, diff_id: str) -> int:
     import hashlib
 
+    from berth.layer import open_decompressed
+
     h, size = hashlib.sha256(), 0
-    with _plain(store, digest) as f:
-        while chunk := f.read(_CHUNK):
+    with store.content.open(digest) as raw:
+        plain = open_decompressed(raw)
+        while chunk := plain.read(_CHUNK):
             h.update(chunk)
             size += len(chunk)
     if "sha256:" + h.hexdigest() != diff_id:
@@ -231,14 +232,13 @@ class _TarWriter:
         self._write(self._info(name, self._tarfile.REGTYPE, 0o644, size)
                     .tobuf(self._tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
         left = size
-        with source:
-            while left:
-                chunk = source.read(min(left, _CHUNK))
-                if not chunk:
-                    break
-                h.update(chunk)
-                self._write(chunk)
-                left -= len(chunk)
+        while left:
+            chunk = source.read(min(left, _CHUNK))
+            if not chunk:
+                break
+            h.update(chunk)
+            self._write(chunk)
+            left -= len(chunk)
         if left or "sha256:" + h.hexdigest() != diff_id:
             raise DataLoss(f"stored layer {diff_id} changed while it was being saved")
         if size % 512:
@@ -401,9 +401,43 @@ def _document(cls, member: _Spooled, what: str):
     from berth.oci.codec import from_dict
 
     try:
-        return from_dict(cls, _parse_json(member, what))
+        doc = from_dict(cls, _parse_json(member, what))
     except ValueError as exc:
         raise DataLoss(f"{what} is not a valid {cls.__name__}: {exc}") from None
+    if not _well_formed(doc):
+        raise DataLoss(f"{what} is not a valid {cls.__name__}: a field has the wrong type")
+    return doc
+
+
+_SIMPLE_TYPES = {"str": str, "int": int, "bool": bool, "dict": dict}
+
+
+def _well_formed(record) -> bool:
+    """Whether every field holds what its annotation says. The codec takes JSON as it
+    comes, and a hostile "rootfs": "x" would otherwise surface as an AttributeError."""
+    for klass in type(record).__mro__:
+        for field in getattr(klass, "__fields__", ()):
+            spec = klass.__dict__.get("__annotations__", {}).get(field.name)
+            if spec and not _fits(getattr(record, field.name), str(spec), field.of):
+                return False
+    return True
+
+
+def _fits(value, spec: str, of) -> bool:
+    for option in (o.strip() for o in spec.split("|")):
+        if option == "None" and value is None:
+            return True
+        if option.startswith("tuple["):
+            inner = option[6:].partition(",")[0].strip()
+            if isinstance(value, tuple) and all(_fits(v, inner, of) for v in value):
+                return True
+        elif option in _SIMPLE_TYPES:
+            if isinstance(value, _SIMPLE_TYPES[option]) and (option != "int" or
+                                                            not isinstance(value, bool)):
+                return True
+        elif of is not None and isinstance(value, of) and _well_formed(value):
+            return True
+    return False
 
 
 def _clean(name: str) -> str | None:
@@ -441,7 +475,7 @@ class _Forward:
     def read(self, size: int = -1) -> bytes:
         parts, got = [], 0
         while size < 0 or got < size:
-            data = self._raw.read(_CHUNK if size < 0 else size - got)
+            data = self._pull(self._raw.read, _CHUNK if size < 0 else size - got)
             if not data:
                 break
             parts.append(data)
@@ -450,9 +484,16 @@ class _Forward:
         return b"".join(parts)
 
     def readinto(self, buf) -> int:
-        n = self._raw.readinto(buf) or 0
+        n = self._pull(self._raw.readinto, buf) or 0
         self._pos += n
         return n
+
+    @staticmethod
+    def _pull(read, arg):
+        try:
+            return read(arg)
+        except DataLoss as exc:  # the decompressor's words are about layers
+            raise DataLoss(f"the compressed archive is damaged ({exc})") from None
 
     def tell(self) -> int:
         return self._pos
@@ -529,11 +570,11 @@ def _spool(stream, stage: _Stage) -> _Archive:
 class _Pending:
     """One image of the archive, checked and ready to be stored."""
 
-    __slots__ = ("manifest", "manifest_digest", "config", "diff_ids", "layers", "names")
+    __slots__ = ("manifest", "config", "diff_ids", "layers", "names")
 
     def __init__(self, manifest: _Spooled, config: _Spooled, diff_ids, layers, names) -> None:
-        self.manifest, self.manifest_digest = manifest, manifest.digest
-        self.config, self.diff_ids, self.layers, self.names = config, diff_ids, layers, names
+        self.manifest, self.config, self.diff_ids = manifest, config, diff_ids
+        self.layers, self.names = layers, names  # layers: [(descriptor, spooled blob)]
 
 
 def _check_layer_count(layers, diff_ids, what: str) -> None:
@@ -565,6 +606,12 @@ def _plan_docker(archive: _Archive, stage: _Stage) -> list[_Pending]:
                            f"hashes to {config_file.digest}")
         config = _document(oci.ImageConfig, config_file, f"config {entry['Config']}")
         diff_ids = config.rootfs.diff_ids
+        names = _repo_tags(entry.get("RepoTags"))
+        if config_file.digest in known:  # the combined form: keep the original manifest
+            member, manifest = known[config_file.digest]
+            layers = _oci_layers(archive, manifest, diff_ids, f"manifest {member.digest}")
+            out.append(_Pending(member, config_file, diff_ids, layers, names))
+            continue
         _check_layer_count(entry["Layers"], diff_ids, f"manifest.json entry {entry['Config']}")
         layers = []
         for path, diff_id in zip(entry["Layers"], diff_ids):
@@ -574,45 +621,66 @@ def _plan_docker(archive: _Archive, stage: _Stage) -> list[_Pending]:
                                "contain")
             compressed, media = _compression(member)
             if media is None:  # xz or bzip2, which OCI has no media type for: store it plain
-                member, media, compressed = _decompressed_copy(stage, member, path), oci.OCI_LAYER, False
+                member, compressed = _decompressed_copy(stage, member, path), False
+                media = oci.OCI_LAYER
             if not compressed and member.digest != diff_id:
                 raise DataLoss(f"layer {path} has diff ID {member.digest}, but the image config "
                                f"lists {diff_id}")
             layers.append((oci.Descriptor(media, member.digest, member.size), member))
-        manifest = known.get((config_file.digest, tuple(d.digest for d, _ in layers)))
-        if manifest is None:  # a classic archive: write the OCI manifest it implies
-            manifest = stage.put(oci.Manifest(
-                config=oci.Descriptor(oci.OCI_CONFIG, config_file.digest, config_file.size),
-                layers=tuple(d for d, _ in layers)).to_json())
-        names = []
-        for tag in entry.get("RepoTags") or ():
-            try:
-                ref = _ref.parse(str(tag))
-            except InvalidArgument:
-                raise DataLoss(f"manifest.json has an invalid image name {tag!r}") from None
-            if ref.tag:
-                names.append(f"{ref.name}:{ref.tag}")
+        # a classic archive: store the OCI manifest it implies
+        manifest = stage.put(oci.Manifest(
+            config=oci.Descriptor(oci.OCI_CONFIG, config_file.digest, config_file.size),
+            layers=tuple(d for d, _ in layers)).to_json())
         out.append(_Pending(manifest, config_file, diff_ids, layers, names))
     return out
 
 
+def _repo_tags(tags) -> list[str]:
+    if tags is not None and not isinstance(tags, list):
+        raise DataLoss("manifest.json has RepoTags that are not a list")
+    names = []
+    for tag in tags or ():
+        try:
+            ref = _ref.parse(str(tag))
+        except InvalidArgument:
+            raise DataLoss(f"manifest.json has an invalid image name {tag!r}") from None
+        if ref.tag:
+            names.append(f"{ref.name}:{ref.tag}")
+    return names
+
+
 def _oci_manifests(archive: _Archive) -> dict:
-    """The manifests a combined archive's OCI index holds, by (config, layer digests), so a
-    docker-archive load keeps the original manifest (and its digest) where there is one."""
+    """The manifests of a combined archive's OCI index whose blobs are all there, by config
+    digest. Docker 25.0.0 wrote manifests that list no layers; those are left out."""
     out = {}
     if "index.json" not in archive.files:
         return out
     try:
         index = _document(oci.Index, archive.files["index.json"], "index.json")
         for desc in index.manifests:
-            if desc.media_type not in oci.MANIFEST_TYPES:
-                continue
-            member, manifest = _manifest(archive, desc)
-            if all(layer.media_type in oci.LAYER_COMPRESSION for layer in manifest.layers):
-                out[(manifest.config.digest, tuple(d.digest for d in manifest.layers))] = member
+            if desc.media_type in oci.MANIFEST_TYPES:
+                member, manifest = _manifest(archive, desc)
+                if all(archive.find(_BLOB_PATH + _digest.hex_of(d.digest)) is not None
+                       for d in manifest.layers):
+                    out.setdefault(manifest.config.digest, []).append((member, manifest))
     except BerthError:
         pass  # the docker view is complete without it
-    return out
+    return {config: found[0] for config, found in out.items() if len(found) == 1}
+
+
+def _oci_layers(archive: _Archive, manifest: oci.Manifest, diff_ids, what: str) -> list:
+    """A manifest's layers as (descriptor, blob), each checked as far as hashing goes."""
+    _check_layer_count(manifest.layers, diff_ids, what)
+    layers = []
+    for layer, diff_id in zip(manifest.layers, diff_ids):
+        if layer.media_type not in oci.LAYER_COMPRESSION:
+            raise InvalidArgument(f"layer {layer.digest} has unsupported media type "
+                                  f"{layer.media_type}")
+        blob = _blob(archive, layer, "layer")
+        if oci.LAYER_COMPRESSION[layer.media_type] is None and blob.digest != diff_id:
+            raise DataLoss(f"layer {layer.digest} is not the diff ID {diff_id} its config lists")
+        layers.append((layer, blob))
+    return layers
 
 
 def _blob(archive: _Archive, desc: oci.Descriptor, what: str) -> _Spooled:
@@ -639,7 +707,8 @@ def _manifest(archive: _Archive, desc: oci.Descriptor) -> tuple[_Spooled, oci.Ma
 def _plan_oci(archive: _Archive) -> list[_Pending]:
     layout = archive.find("oci-layout")
     if layout is not None:
-        version = str((_parse_json(layout, "oci-layout") or {}).get("imageLayoutVersion", ""))
+        doc = _parse_json(layout, "oci-layout")
+        version = str(doc.get("imageLayoutVersion", "")) if isinstance(doc, dict) else ""
         if not version.startswith("1."):
             raise InvalidArgument(f"unsupported OCI layout version {version!r}")
     index = _document(oci.Index, archive.files["index.json"], "index.json")
@@ -661,17 +730,7 @@ def _plan_oci(archive: _Archive) -> list[_Pending]:
         config_file = _blob(archive, manifest.config, "config")
         diff_ids = _document(oci.ImageConfig, config_file,
                              f"config {manifest.config.digest}").rootfs.diff_ids
-        _check_layer_count(manifest.layers, diff_ids, f"manifest {target.digest}")
-        layers = []
-        for layer, diff_id in zip(manifest.layers, diff_ids):
-            if layer.media_type not in oci.LAYER_COMPRESSION:
-                raise InvalidArgument(f"layer {layer.digest} has unsupported media type "
-                                      f"{layer.media_type}")
-            blob = _blob(archive, layer, "layer")
-            if oci.LAYER_COMPRESSION[layer.media_type] is None and blob.digest != diff_id:
-                raise DataLoss(f"layer {layer.digest} is not the diff ID {diff_id} its config "
-                               "lists")
-            layers.append((layer, blob))
+        layers = _oci_layers(archive, manifest, diff_ids, f"manifest {target.digest}")
         name = _oci_name(desc.annotations or {})
         out.append(_Pending(member, config_file, diff_ids, layers, [name] if name else []))
     return out
@@ -681,7 +740,7 @@ def _oci_name(annotations: dict) -> str | None:
     """containerd's rule: the full name annotation; else a ref.name with "/", ":" or "@" is a
     reference, and a bare one ("latest") only a tag, with no repository to put it in."""
     text = annotations.get(ANNOTATION_IMAGE_NAME) or annotations.get(oci.ANNOTATION_REF_NAME)
-    if not text or not any(c in text for c in "/:@"):
+    if not isinstance(text, str) or not any(c in text for c in "/:@"):
         return None
     try:
         ref = _ref.parse(text)
@@ -775,7 +834,11 @@ def _publish(store, stage: _Stage, pending: list[_Pending]) -> None:
         os.close(fd)
     for digest, member in blobs.items():
         target = store.content.path(digest)
-        if not os.path.exists(target):
+        try:
+            present = os.stat(target).st_size == member.size
+        except FileNotFoundError:
+            present = False
+        if not present:  # absent, or a damaged copy (as the content Writer decides)
             os.rename(member.path, target)
     store.content.sync_dir()
 
@@ -791,10 +854,10 @@ def _record(store, pending: list[_Pending]) -> Loaded:
                 old = None
             if old is not None and old.id != image_id:
                 renamed.append((name, old.id))
-            store.add(image.manifest_digest, name)
+            store.add(image.manifest.digest, name)
             loaded.append((name, image_id))
         if not image.names:
-            store.add(image.manifest_digest, None)
+            store.add(image.manifest.digest, None)
             loaded.append((None, image_id))
     return Loaded(tuple(loaded), tuple(renamed))
 

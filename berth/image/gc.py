@@ -13,8 +13,9 @@ collector needs, and a reader-writer lock gives exactly that (berth.content expl
 lock). Writers take it shared and never wait for each other; the collector takes it
 exclusive, so it marks and sweeps a store that is quiet for those milliseconds, and a
 pull or commit that starts meanwhile waits for the sweep instead of losing its blobs.
-Temporaries are removed only when older than the collector's start, so a writer that
-forgot its lease loses nothing it is still writing.
+Temporaries are removed only when older than the collector's start, so one that a
+write without a lease begins during the sweep is not taken for a leftover (a write
+without a lease that began before is not safe: take the lease).
 
 ``mark`` is pure (a reader function in, sets out) so it is tested without a disk.
 """
