@@ -498,19 +498,36 @@ def session(sock, message: dict, *, tty: bool, interactive: bool, detach: bool, 
         message.update(stdin=interactive, stdout=True, stderr=not tty, tty=tty,
                        stdin_once=interactive, console_size=size)
         fds = ([0] if interactive else []) + [1] + ([] if tty else [2])
-    wire.send(sock, message, fds)
-    event = _next_event(sock)
-    if event.get("event") == "error":
-        raise _error(event)
-    if detach:
-        if not quiet:
-            sys.stdout.write(event["id"] + "\n")
-        sock.close()
-        return 0
-    pid = event["pid"]
-    saved = None
     handlers = {}
+    target = {"pid": None, "pending": []}
+    if not detach and not tty and sig_proxy:
+        # installed before the request: the container may print (and the user may signal)
+        # before the "started" event reaches us; early signals wait for the pid
+        def forward(signum, _frame):
+            if target["pid"] is None:
+                target["pending"].append(signum)
+                return
+            try:
+                os.kill(target["pid"], signum)
+            except ProcessLookupError:
+                pass
+
+        for name in FORWARDED:
+            sig = getattr(signal, name)
+            handlers[sig] = signal.signal(sig, forward)
+    saved = None
     try:
+        wire.send(sock, message, fds)
+        event = _next_event(sock)
+        if event.get("event") == "error":
+            raise _error(event)
+        if detach:
+            if not quiet:
+                sys.stdout.write(event["id"] + "\n")
+            return 0
+        target["pid"] = event["pid"]
+        for signum in target["pending"]:
+            forward(signum, None)
         if tty:
             if interactive and os.isatty(0):
                 import termios
@@ -530,16 +547,6 @@ def session(sock, message: dict, *, tty: bool, interactive: bool, detach: bool, 
                         pass
 
             handlers[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, resize)
-        elif sig_proxy:
-            def forward(signum, _frame):
-                try:
-                    os.kill(pid, signum)
-                except ProcessLookupError:
-                    pass
-
-            for name in FORWARDED:
-                sig = getattr(signal, name)
-                handlers[sig] = signal.signal(sig, forward)
         while True:
             event = _next_event(sock)
             if event.get("event") == "exit":

@@ -39,8 +39,9 @@ from berth.oci import digest as _digest
 CHUNK = 1 << 20
 LOCK_NAME = "gc.lock"
 
-# lock path -> [pid, fd, exclusive, depth]: the leases this process holds
-_HELD: dict[str, list] = {}
+# lock file (st_dev, st_ino) -> [pid, fd, exclusive, depth]: the leases this process holds.
+# Keyed by inode, not path: two spellings of one root must share the one descriptor.
+_HELD: dict[tuple[int, int], list] = {}
 
 
 class Lease:
@@ -53,36 +54,43 @@ class Lease:
     def __init__(self, path: str, exclusive: bool) -> None:
         self.path = path
         self.exclusive = exclusive
-        self._active = False
+        self._key: tuple[int, int] | None = None
 
     def acquire(self) -> "Lease":
         import fcntl
 
-        held = _HELD.get(self.path)
+        # never open a second descriptor to find out: closing it would drop the lock
+        try:
+            st = os.stat(self.path)
+            held = _HELD.get((st.st_dev, st.st_ino))
+        except FileNotFoundError:
+            held = None
         if held is not None and held[0] == os.getpid():
             if self.exclusive and not held[2]:
                 raise RuntimeError("a shared lease cannot be upgraded to an exclusive one")
             held[3] += 1
-        else:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
-            except BaseException:
-                os.close(fd)
-                raise
-            _HELD[self.path] = [os.getpid(), fd, self.exclusive, 1]
-        self._active = True
+            self._key = (st.st_dev, st.st_ino)
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            st = os.fstat(fd)
+            fcntl.lockf(fd, fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._key = (st.st_dev, st.st_ino)
+        _HELD[self._key] = [os.getpid(), fd, self.exclusive, 1]
         return self
 
     def release(self) -> None:
-        if not self._active:
+        if self._key is None:
             return
-        self._active = False
-        held = _HELD[self.path]
+        held = _HELD[self._key]
         held[3] -= 1
         if held[3] == 0:
-            del _HELD[self.path]
+            del _HELD[self._key]
             os.close(held[1])  # drops the lock
+        self._key = None
 
     def __enter__(self) -> "Lease":
         return self.acquire()
