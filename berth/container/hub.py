@@ -26,6 +26,7 @@ import signal
 import sys
 
 from berth.container import wire
+from berth.trace import trace
 
 HUB_SOCKET = "hub.sock"
 IDLE_SECONDS = 300.0  # BERTH_HUB_IDLE overrides: the hub exits after this long unasked
@@ -112,6 +113,7 @@ def _preload() -> None:
 
 
 def _fork_monitor(containers, listener, lock, conn, message, fds) -> None:
+    trace("hub: fork monitor")
     pid = os.fork()
     if pid != 0:
         if conn is not None:

@@ -26,6 +26,7 @@ import time
 from berth import errors
 from berth.container import wire
 from berth.container.logs import LogWriter
+from berth.trace import trace
 
 # Docker's restart manager: 100 ms doubling per restart, at most a minute, back to
 # 100 ms once a run lasted 10 s
@@ -150,8 +151,10 @@ class Monitor:
                 in_r, self.in_w = os.pipe2(os.O_CLOEXEC)
             stdio = Stdio(in_r, out_w, err_w)
         size = first.console_size if first is not None else None
+        trace("monitor: start")
         try:
             record, self.proc = start(stdio, tuple(size) if size else None)
+            trace("monitor: started")
         finally:
             for fd in (in_r, out_w, err_w):
                 if fd is not None:

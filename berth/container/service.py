@@ -20,6 +20,7 @@ from berth.container.store import ZERO_TIME, ContainerStore
 from berth.image import Image, ImageStore, now_rfc3339
 from berth.oci import runtime as rt
 from berth.snapshot import overlay_mount, read_layered
+from berth.trace import trace
 
 HOSTS_BASE = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
               "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
@@ -144,9 +145,11 @@ class Containers:
             terminal=opts.tty, stdio=stdio, init=opts.init, seccomp_cache=self.seccomp_cache,
             console_size=console_size, detached=detached)
         proc.prepare()
+        trace("run: prepared")
         try:
             image = self.resolve_image(image_ref)
             record = self.create(image, opts, cid=cid, image_ref=image_ref, **create_args)
+            trace("run: created")
         except BaseException:
             proc.abort()
             raise

@@ -39,6 +39,7 @@ from berth import linux as L
 from berth.oci.record import Record
 from berth.oci.runtime import Mount, Resources, Spec
 from berth.runtime import cgroups
+from berth.trace import trace
 
 
 class ExitStatus(Record):
@@ -176,7 +177,9 @@ class ContainerProcess:
             for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP,
                         signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH, signal.SIGUSR1, signal.SIGUSR2):
                 signal.signal(sig, signal.SIG_IGN)
+            trace("A: forked")
             self.cgroup.join(os.getpid())  # the slow step, overlapped with the caller's work
+            trace("A: joined")
             size = _read_exact(pipes.spec_r, 4)
             if len(size) != 4:
                 os._exit(0)  # the caller gave up before start()
@@ -286,6 +289,7 @@ class ContainerProcess:
                             "options": list(m.options)} for m in rootfs_mounts],
                 "bpf": bpf.hex() if bpf else "",
             }).encode()
+            trace("runtime: spec sent")
             _write_all(pipes.spec_w, struct.pack("I", len(payload)) + payload)
             pipes.close("spec_w")
             raw = _read_exact(pipes.status_r, 4)
@@ -305,7 +309,9 @@ class ContainerProcess:
                                     struct.pack("HHHH", rows, cols, 0, 0))
                 os.write(pipes.go_w, b"g")
             pipes.close("go_w", "con_parent")
+            trace("runtime: go sent")
             failure = _read_all(pipes.err_r)
+            trace("runtime: exec seen")
             pipes.close("err_r")
             if failure or self.pid is None:
                 raise _start_error(failure)
