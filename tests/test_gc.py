@@ -208,6 +208,21 @@ def _can_lock_exclusively(path: str) -> bool:
     return subprocess.run([sys.executable, "-c", code, path]).returncode == 0
 
 
+def test_nested_leases_on_two_spellings_of_one_store_share_one_lock(tmp_path):
+    """POSIX locks drop when any descriptor of the file closes: the inner lease must not
+    open (and then close) one of its own."""
+    from berth.content import ContentStore
+
+    outer = ContentStore(str(tmp_path / "content"))
+    inner = ContentStore(str(tmp_path / "." / "content") + "/")
+    lock = os.path.join(outer.root, "gc.lock")
+    with outer.lease():
+        with inner.lease():
+            pass
+        assert not _can_lock_exclusively(lock)
+    assert _can_lock_exclusively(lock)
+
+
 def test_a_forked_child_does_not_keep_a_lease(tmp_path):
     """A monitor forked while a lease is held must not block garbage collection forever."""
     from berth.content import ContentStore
@@ -313,6 +328,41 @@ def test_prune_never_prompts_without_a_terminal(fresh_berth, busybox_tar):
     fresh_berth.out("import", busybox_tar, "busybox")
     out = fresh_berth.out("image", "prune", input="n\n")  # stdin is a pipe: no question
     assert "Are you sure" not in out and "deleted:" in out
+
+
+def _prune_at_a_terminal(b, answer: bytes) -> str:
+    import pty
+
+    master, slave = pty.openpty()
+    proc = b.popen("image", "prune", stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    out = b""
+    while b"[y/N] " not in out:
+        out += os.read(master, 4096)
+    os.write(master, answer)
+    proc.wait(30)
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return out.decode().replace("\r\n", "\n")
+
+
+def test_prune_asks_a_person_at_a_terminal(fresh_berth, busybox_tar):
+    dangling = image_ids(fresh_berth)[0]
+    fresh_berth.out("import", busybox_tar, "busybox")
+    out = _prune_at_a_terminal(fresh_berth, b"n\n")
+    assert "WARNING! This will remove all dangling images." in out
+    assert out.rstrip().endswith("Total reclaimed space: 0B")
+    assert dangling in image_ids(fresh_berth)
+    out = _prune_at_a_terminal(fresh_berth, b"y\n")
+    assert f"deleted: {dangling}" in out
+    assert dangling not in image_ids(fresh_berth)
 
 
 # --- sharing --------------------------------------------------------------------------

@@ -185,9 +185,8 @@ def cmd_images(g, argv) -> int:
     store = _stores(g)
     broken: list = []
     images = store.list(broken)
-    for digest, names, exc in broken:
-        sys.stderr.write(f"berth: warning: image {', '.join(names) or digest} is not listed: "
-                         f"{exc}\n")
+    for _digest, _names, exc in broken:
+        sys.stderr.write(f"berth: warning: not listed: {exc}\n")
     rows = []
     for image, name in select_images(store, images, filters):
         if name:

@@ -35,13 +35,19 @@ def new_id() -> str:
 
 
 def _proc_start(pid: int) -> int | None:
-    """The start time of `pid` in clock ticks since boot: tells a pid from its reuse."""
+    """The start time of a live `pid` in clock ticks since boot: tells a pid from its reuse.
+
+    None for a process that is gone, or dead but not yet reaped (a zombie).
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
     except OSError:
         return None
-    return int(raw[raw.rindex(b")") + 2:].split()[19])
+    fields = raw[raw.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
 
 
 def resolv_conf(host_text: str, dns: tuple[str, ...] = (), search: tuple[str, ...] = (),

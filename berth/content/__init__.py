@@ -18,7 +18,8 @@ hold it shared for their whole multi-step operation (``lease()``; a Writer holds
 from open to commit), the collector holds it exclusive (``lease(exclusive=True)``), so
 it only ever sees a store where nothing is half written. Writers never wait for each
 other; the collector waits for writers to finish, and writers wait for one sweep,
-which takes milliseconds.
+which takes milliseconds. (Linux grants a shared lock even while an exclusive one
+waits, so back-to-back overlapping writes delay a collection; they never lose to it.)
 
 It is a POSIX record lock (fcntl), not flock: flock locks belong to the open file and
 are inherited by forked children, so a container monitor forked during a write would

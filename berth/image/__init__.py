@@ -23,7 +23,7 @@ from berth.oci.record import Record, replace
 
 from berth.content import ContentStore
 from berth.fsutil import write_atomic
-from berth.errors import BerthError, Conflict, DataLoss, InvalidArgument, NotFound
+from berth.errors import BerthError, DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from berth.oci import digest as _digest
 from berth.oci import image as oci
 from berth.oci import reference as _ref
@@ -106,6 +106,8 @@ class ImageStore:
         try:
             manifest = self._manifest_for(manifest_digest, media_type)
             config = oci.ImageConfig.from_json(self.content.read(manifest.config.digest))
+        except FailedPrecondition as exc:
+            raise FailedPrecondition(f"image {shown}: {exc}") from None
         except NotFound as exc:
             raise DataLoss(f"image {shown} is damaged: {exc}; run 'berth system check "
                            "--repair'") from None
@@ -124,7 +126,10 @@ class ImageStore:
             return from_dict(oci.Manifest, doc)
         if kind != "index" or depth > 4:
             raise ValueError(f"{digest} is not an image manifest or index")
-        child = host_manifest(from_dict(oci.Index, doc))
+        try:
+            child = host_manifest(from_dict(oci.Index, doc))
+        except NotFound as exc:  # sound, but of no use on this host
+            raise FailedPrecondition(str(exc)) from None
         return self._manifest_for(child.digest, child.media_type, depth + 1)
 
     def _grouped(self) -> dict[str, tuple[str | None, list[str]]]:
@@ -345,11 +350,6 @@ class ImageStore:
         except BaseException:
             self.snapshots.abort(tmp)
             raise
-
-    def in_use_check(self, image: Image, users: list[str], force: bool) -> None:
-        if users and not force:
-            raise Conflict(f"unable to remove image {image.short_id}: image is being used by "
-                           f"container {users[0][:12]}")
 
 
 def document_kind(doc, media_type: str | None) -> str | None:

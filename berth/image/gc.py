@@ -377,13 +377,16 @@ def _record_fault(content, sound: set, digest: str, media: str | None, depth: in
         doc = json.loads(content.read(digest))
         kind = document_kind(doc, media)
         if kind == "index":
-            try:
-                child = host_manifest(from_dict(oci.Index, doc))
-            except NotFound as exc:
-                return str(exc)
             if depth > 4:
                 return "its indexes nest too deeply"
-            return _record_fault(content, sound, child.digest, child.media_type, depth + 1)
+            index = from_dict(oci.Index, doc)
+            try:
+                entries = [host_manifest(index)]
+            except NotFound:  # of no use here, yet sound if one platform is complete
+                entries = list(index.manifests)
+            faults = [_record_fault(content, sound, e.digest, e.media_type, depth + 1)
+                      for e in entries]
+            return None if None in faults else (faults[0] if faults else "its index is empty")
         if kind != "manifest":
             return f"{digest} is not an image manifest or index"
         manifest = from_dict(oci.Manifest, doc)

@@ -419,15 +419,16 @@ class _LayerWriter:
                               st.st_gid, 0, mtime, b"0"))
             return
         if st.st_nlink > 1:
-            key = (st.st_dev, st.st_ino)
-            first = self._links.get(key)
+            first = self._links.get((st.st_dev, st.st_ino))
             if first is not None:
                 self.emit(_header(rel, perm, st.st_uid, st.st_gid, 0, mtime, b"1", first))
                 return
-            self._links[key] = rel
         if stat.S_ISREG(mode):
-            self._file(dfd, name, rel)
+            if self._file(dfd, name, rel) and st.st_nlink > 1:
+                self._links[(st.st_dev, st.st_ino)] = rel
             return
+        if st.st_nlink > 1:
+            self._links[(st.st_dev, st.st_ino)] = rel
         xattrs = _xattrs(f"/proc/self/fd/{dfd}/{os.fsdecode(name)}", rel)  # no lgetxattrat
         if stat.S_ISLNK(mode):
             self.emit(_header(rel, 0o777, st.st_uid, st.st_gid, 0, mtime, b"2",
@@ -440,12 +441,13 @@ class _LayerWriter:
                               os.major(st.st_rdev), os.minor(st.st_rdev), xattrs=xattrs))
         # sockets cannot be archived; tar and Docker leave them out too
 
-    def _file(self, dfd: int, name: bytes, rel: bytes) -> None:
+    def _file(self, dfd: int, name: bytes, rel: bytes) -> bool:
+        """Write the member of a regular file; False if it is one no more."""
         fd = os.open(name, _FILE_OPEN, dir_fd=dfd)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                return  # swapped for something else since the listing
+                return False  # swapped for something else since the listing
             size = st.st_size
             self.emit(_header(rel, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, size,
                               st.st_mtime_ns // 1_000_000_000, b"0", xattrs=_xattrs(fd, rel)))
@@ -454,11 +456,10 @@ class _LayerWriter:
                 self.flush()
             got = 0
             if padded <= _CHUNK:
-                with memoryview(self._buf) as buf:
-                    view = buf[self._pos:self._pos + size]
-                    while got < size and (n := os.readv(fd, [view[got:]])):
-                        got += n
-                    view.release()
+                view = memoryview(self._buf)[self._pos:self._pos + size]
+                while got < size and (n := os.readv(fd, [view[got:]])):
+                    got += n
+                view.release()
                 self._pos += got
             else:
                 while got < size and (data := os.read(fd, min(_CHUNK, size - got))):
@@ -467,6 +468,7 @@ class _LayerWriter:
             # the padding, and zeros for what a running container cut off meanwhile: the
             # header said `size`
             self.zeros(padded - got)
+            return True
         finally:
             os.close(fd)
 
