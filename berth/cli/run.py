@@ -486,7 +486,7 @@ def session(sock, message: dict, *, tty: bool, interactive: bool, detach: bool, 
     """
     import signal
 
-    from berth.container import wire
+    from berth import ipc as wire
 
     fds: list[int] = []
     size = None
@@ -562,7 +562,7 @@ def session(sock, message: dict, *, tty: bool, interactive: bool, detach: bool, 
 
 
 def _next_event(sock) -> dict:
-    from berth.container import wire
+    from berth import ipc as wire
     from berth.errors import Unavailable
 
     while True:

@@ -3,7 +3,7 @@
     service   the Containers service: create, start, stop, remove, records (heavy)
     spec      image config + run options -> OCI runtime spec (pure)
     monitor   the per-container monitor; hub: the process that forks monitors
-    client    the CLI's side of hub and monitors; wire: their message frames
+    client    the CLI's side of hub and monitors (frames: berth.ipc)
     store, users, names, logs, attach, health: the rest of a container's life
 
 This package's own import is free: `from berth.container import Containers` loads the

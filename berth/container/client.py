@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from berth.container import wire
+from berth import ipc as wire
 from berth.errors import Unavailable
 
 HUB_SOCKET = "hub.sock"  # berth.container.hub.HUB_SOCKET, without importing the hub

@@ -10,7 +10,7 @@ the containers whose restart policy asks for it (Docker's live restore, daemonle
 
     python -m berth.container.hub ROOT      (started by berth.container.client)
 
-Requests (berth.container.wire frames on <root>/run/hub.sock, root only):
+Requests (berth.ipc frames on <root>/run/hub.sock, root only):
     {"op": "run", ...}    create and start a container; the connection becomes its first
     {"op": "start", ...}  attached client (events: started / error, then exit)
     {"op": "ping"}, {"op": "stop"}
@@ -25,7 +25,7 @@ import select
 import signal
 import sys
 
-from berth.container import wire
+from berth import ipc as wire
 from berth.trace import trace
 
 HUB_SOCKET = "hub.sock"

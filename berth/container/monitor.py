@@ -24,7 +24,7 @@ import struct
 import time
 
 from berth import errors
-from berth.container import wire
+from berth import ipc as wire
 from berth.container.logs import LogWriter
 from berth.trace import trace
 

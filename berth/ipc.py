@@ -1,4 +1,4 @@
-"""The messages between the CLI, the hub and the monitors: JSON frames with file descriptors.
+"""Messages between berth processes (CLI, hub, monitors, runtime stages): JSON frames with fds.
 
 A frame is a 4-byte little-endian length and a JSON object; file descriptors travel with
 the frame's first byte as SCM_RIGHTS. Sockets live in <root>/run (mode 0700), and are
