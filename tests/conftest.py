@@ -101,12 +101,16 @@ def _cgroup_parents(name: str) -> list[str]:
 
 
 def berth_cgroups(parent: str = CGROUP_PARENT) -> list[str]:
-    """Per-container cgroups this test session's berth created and did not remove."""
+    """Per-container cgroups this test session's berth created and did not remove.
+
+    A hub's spare (a stage A waiting in a .spare-* cgroup for the next run) is not a
+    container: it goes when its hub is stopped, which every test root's teardown does.
+    """
     out = []
     for path in _cgroup_parents(parent):
         if os.path.isdir(path):
             out += [os.path.join(path, c) for c in os.listdir(path)
-                    if os.path.isdir(os.path.join(path, c))]
+                    if os.path.isdir(os.path.join(path, c)) and not c.startswith(".spare-")]
     return out
 
 

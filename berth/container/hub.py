@@ -50,9 +50,11 @@ def serve(root: str) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are never waited for
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     restore(containers, listener, lock)
+    _remove_stale_spares(containers)
     gc.collect()
     gc.freeze()  # what is here now is shared with every monitor: never scan or touch it
     idle = float(os.environ.get("BERTH_HUB_IDLE") or IDLE_SECONDS)
+    spare = _Spare.make(containers, listener, lock)
     while True:
         readable, _, _ = select.select([listener], [], [], idle)
         if not readable:
@@ -80,19 +82,32 @@ def serve(root: str) -> None:
             wire.send(conn, {"event": "stopping"})
             conn.close()
             break
+        elif op == "run" and spare is not None and spare.hand_over(conn, message, fds):
+            conn.close()
+            _close(fds)  # before the next fork: a client's fds must not outlive its request
+            spare = _Spare.make(containers, listener, lock)
         elif op in ("run", "start"):
             _fork_monitor(containers, listener, lock, conn, message, fds)
         else:
             wire.send(conn, {"event": "error", "message": f"unknown request {op!r}", "code": 125})
             conn.close()
-        for fd in fds:
-            os.close(fd)
+        _close(fds)
     listener.close()
+    if spare is not None:
+        spare.close()  # it sees the end of its channel, and undoes its cgroup and stage A
     try:
         os.unlink(os.path.join(rundir, HUB_SOCKET))
         os.unlink(os.path.join(rundir, "hub.pid"))
     except OSError:
         pass
+
+
+def _close(fds: list[int]) -> None:
+    while fds:
+        try:
+            os.close(fds.pop())
+        except OSError:
+            pass
 
 
 def _preload() -> None:
@@ -110,6 +125,100 @@ def _preload() -> None:
     import berth.runtime.init  # noqa: F401
     import berth.runtime.seccomp  # noqa: F401
     import berth.runtime.seccomp_default  # noqa: F401
+
+
+class _Spare:
+    """A monitor forked ahead of time, with its stage A already in a cgroup of its own.
+
+    Joining a cgroup waits for an RCU grace period (~10-15 ms here): a spare pays that
+    before anyone asks, and a `run` then only renames the cgroup (berth.runtime's
+    retarget). One spare is kept; it is replaced as soon as it is used.
+    """
+
+    def __init__(self, pid: int, channel) -> None:
+        self.pid = pid
+        self.channel = channel
+
+    @classmethod
+    def make(cls, containers, listener, lock) -> "_Spare | None":
+        import _socket
+
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX,
+                                          _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC, 0)
+        pid = os.fork()
+        if pid != 0:
+            theirs.close()
+            return cls(pid, ours)
+        code = 0
+        try:
+            ours.close()
+            listener.close()
+            os.close(lock)
+            os.setsid()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            proc = containers.spare()
+            message, fds = wire.recv(theirs)
+            theirs.close()
+            if message is None:
+                proc.abort()
+                return  # finally exits
+            conn_fd, fds = fds[0], fds[1:]
+            import _socket as _s
+
+            _monitor(containers, _s.socket(fileno=conn_fd), message, fds, spare=proc)
+        except BaseException:  # noqa: BLE001
+            code = 1
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+
+    def hand_over(self, conn, message: dict, fds: list[int]) -> bool:
+        trace("hub: hand over to spare")
+        try:
+            wire.send(self.channel, message, [conn.fileno(), *fds])
+        except OSError:
+            self.close()
+            return False
+        self.channel.close()
+        return True
+
+    def close(self) -> None:
+        try:
+            self.channel.close()
+        except OSError:
+            pass
+
+
+def _remove_stale_spares(containers) -> None:
+    """Spare cgroups whose spare was killed (kill -9 of the hub) are empty: remove them.
+
+    Only this root's, and only old ones: a spare that is being made has an empty cgroup
+    for a moment too."""
+    import time
+
+    from berth.runtime import cgroups
+
+    lay = cgroups.layout()
+    base = lay.unified if lay.is_v2 else next(iter(lay.v1.values()), None)
+    parent = os.path.join(base, containers.cgroup_parent) if base else None
+    if not parent or not os.path.isdir(parent):
+        return
+    prefix = containers.spare_prefix()
+    for name in os.listdir(parent):
+        if name.startswith(prefix):
+            try:
+                if time.time() - os.stat(os.path.join(parent, name)).st_mtime < 60:
+                    continue
+            except OSError:
+                continue
+            cg = cgroups.Cgroup(lay, f"{containers.cgroup_parent}/{name}")
+            if not cg.procs():
+                try:
+                    cg.destroy()
+                except OSError:
+                    pass
 
 
 def _fork_monitor(containers, listener, lock, conn, message, fds) -> None:
@@ -135,7 +244,7 @@ def _fork_monitor(containers, listener, lock, conn, message, fds) -> None:
         os._exit(code)
 
 
-def _monitor(containers, conn, message: dict, fds: list[int]) -> None:
+def _monitor(containers, conn, message: dict, fds: list[int], spare=None) -> None:
     from berth.container.monitor import Monitor, client_from
     from berth.container.spec import options_from_dict
 
@@ -146,7 +255,7 @@ def _monitor(containers, conn, message: dict, fds: list[int]) -> None:
 
         def start(stdio, size):
             return containers.run(message["image"], opts, stdio, console_size=size, detached=True,
-                                  **create)
+                                  spare=spare, **create)
 
         monitor = Monitor(containers, "")
     else:

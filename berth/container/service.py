@@ -123,34 +123,125 @@ class Containers:
             name = names.generate(lambda n: os.path.lexists(os.path.join(store.names, n)))
         store.reserve_name(name, cid)
         cdir = store.dir(cid)
+        volumes = None
+        if opts.volumes or opts.volumes_from or image.config.config.volumes:
+            from berth.volume import VolumeStore
+
+            volumes = VolumeStore(self.root)
+        made: list[str] = []  # anonymous volumes made for this container
         try:
             os.makedirs(cdir, mode=0o710)
             for sub in ("diff", "work", "merged"):
                 os.mkdir(os.path.join(cdir, sub), 0o755)
-            record = self._build(image, opts, cid, name, cdir, lowerdirs, image_ref, auto_remove,
-                                 seccomp_profile_text)
-            store.write(record)
+            if volumes is None:
+                record = self._build(image, opts, cid, name, cdir, lowerdirs, image_ref,
+                                     auto_remove, seccomp_profile_text)
+                store.write(record)
+            else:
+                # shared: `volume rm` cannot take a volume between its lookup and the record
+                with volumes.lock(shared=True):
+                    opts = self._resolve_volumes(volumes, image, opts, cdir, lowerdirs, made)
+                    record = self._build(image, opts, cid, name, cdir, lowerdirs, image_ref,
+                                         auto_remove, seccomp_profile_text)
+                    store.write(record)
         except BaseException:
             store.delete(cid, name)
+            for volume in made:
+                volumes._delete(volume)
             raise
         return record
 
-    def run(self, image_ref: str, opts: specmod.RunOptions, stdio, *, console_size=None,
-            detached: bool = False, **create_args):
-        """create + start, with the slow cgroup join overlapped with building the container.
+    def _resolve_volumes(self, volumes, image: Image, opts: specmod.RunOptions, cdir: str,
+                         lowerdirs: list[str], made: list[str]) -> specmod.RunOptions:
+        """Docker's mount sources, highest first: -v/--mount/--tmpfs, --volumes-from, the
+        image's VOLUMEs. Every volume gets a host directory; an empty one gets the image's
+        files at its destination (not with nocopy, not from --volumes-from)."""
+        from berth.container import copy
+        from berth.oci.record import replace
 
-        Stage A is forked into the new cgroup before the image is even looked up. Returns
-        the record and the started ContainerProcess (this process is its monitor).
+        binds, wanted = list(opts.binds), list(opts.volumes)
+        taken = ({b.destination for b in binds} | {v.destination for v in wanted}
+                 | {os.path.normpath(d) for d, _ in opts.tmpfs})
+        for item in opts.volumes_from:
+            ref, _, mode = item.partition(":")
+            for m in self.get(ref).get("Mounts") or ():
+                dest = m["Destination"]
+                if dest in taken or m.get("Type") not in ("volume", "bind"):
+                    continue
+                taken.add(dest)
+                ro = mode == "ro" if mode in ("ro", "rw") else not m.get("RW", True)
+                if m["Type"] == "bind":
+                    binds.append(specmod.BindSpec(m["Source"], dest, ro,
+                                                  m.get("Propagation") or "rprivate"))
+                else:
+                    wanted.append(specmod.VolumeSpec(dest, m["Name"], ro, nocopy=True))
+        for path in sorted(image.config.config.volumes or ()):
+            dest = "/" + os.path.normpath(path).lstrip("/")
+            if dest not in taken:
+                taken.add(dest)
+                wanted.append(specmod.VolumeSpec(dest))
+        layers = [os.path.join(cdir, "diff")] + lowerdirs
+        resolved = []
+        for v in wanted:
+            info = volumes.create(v.name or None)
+            if not v.name:
+                made.append(info["Name"])
+            options = info.get("Options") or {}
+            fstype, data, source = "", "", info["Mountpoint"]
+            if options.get("type") == "tmpfs":
+                fstype, data = "tmpfs", options.get("o", "")
+            elif options:
+                source = options["device"]  # a bind of another directory
+            elif not v.nocopy and volumes.is_empty(info["Name"]):
+                copy.populate(layers, v.destination, source)
+            resolved.append(replace(v, name=info["Name"], source=source, fstype=fstype,
+                                    data=data))
+        return replace(opts, binds=tuple(binds), volumes=tuple(resolved))
+
+    def spare_prefix(self) -> str:
+        """Spare cgroups are named after their root: roots may share a cgroup parent."""
+        from zlib import crc32
+
+        return f".spare-{crc32(os.path.abspath(self.root).encode()):08x}-"
+
+    def spare(self, detached: bool = True):
+        """A prepared stage A in a cgroup of its own, waiting for `run(..., spare=)`."""
+        from berth.runtime import ContainerProcess
+
+        proc = ContainerProcess(cgroup_path=f"{self.cgroup_parent}/{self.spare_prefix()}"
+                                            f"{new_id()[:16]}",
+                                seccomp_cache=self.seccomp_cache, detached=detached)
+        proc.prepare()
+        proc.wait_joined()  # a spare is ready when its stage A is in the cgroup
+        return proc
+
+    def run(self, image_ref: str, opts: specmod.RunOptions, stdio, *, console_size=None,
+            detached: bool = False, spare=None, **create_args):
+        """create + start, with the slow cgroup join kept off the critical path.
+
+        Joining a cgroup waits for an RCU grace period, so stage A is forked into the new
+        cgroup before the image is even looked up; or, better, a `spare` made earlier by
+        spare() is renamed into this container's cgroup. Returns the record and the
+        started ContainerProcess (this process is its monitor).
         """
         from berth.runtime import ContainerProcess
 
         cid = new_id()
-        proc = ContainerProcess(
-            cgroup_path=f"{self.cgroup_parent}/{cid}",
-            resources=specmod.resources(opts, specmod.device_rules(opts)),
-            terminal=opts.tty, stdio=stdio, init=opts.init, seccomp_cache=self.seccomp_cache,
-            console_size=console_size, detached=detached)
-        proc.prepare()
+        resources = specmod.resources(opts, specmod.device_rules(opts))
+        if spare is not None:
+            proc = spare
+            proc.stdio, proc.init, proc.console_size = stdio, opts.init, console_size
+            try:
+                proc.retarget(f"{self.cgroup_parent}/{cid}", resources)
+            except BaseException:
+                proc.abort()
+                raise
+        else:
+            proc = ContainerProcess(
+                cgroup_path=f"{self.cgroup_parent}/{cid}", resources=resources, stdio=stdio,
+                init=opts.init, seccomp_cache=self.seccomp_cache, console_size=console_size,
+                detached=detached)
+            proc.prepare()
         trace("run: prepared")
         try:
             image = self.resolve_image(image_ref)
@@ -242,6 +333,10 @@ class Containers:
             "Mounts": [{"Type": "bind", "Source": b.source, "Destination": b.destination,
                         "Mode": "ro" if b.readonly else "", "RW": not b.readonly,
                         "Propagation": b.propagation} for b in opts.binds]
+                      + [{"Type": "volume", "Name": v.name, "Source": v.source,
+                          "Destination": v.destination, "Driver": "local",
+                          "Mode": "ro" if v.readonly else "", "RW": not v.readonly,
+                          "Propagation": ""} for v in opts.volumes]
                       + [{"Type": "tmpfs", "Source": "", "Destination": d, "Mode": o, "RW": True,
                           "Propagation": ""} for d, o in opts.tmpfs],
             "Config": {
@@ -282,8 +377,7 @@ class Containers:
             raise errors.Conflict(f"container {cid[:12]} is already running")
         spec = self.spec_of(cid)
         proc = ContainerProcess(cgroup_path=spec.linux.cgroups_path, resources=spec.linux.resources,
-                                terminal=spec.process.terminal, stdio=stdio,
-                                init=record["Berth"].get("Init", False),
+                                stdio=stdio, init=record["Berth"].get("Init", False),
                                 seccomp_cache=self.seccomp_cache, console_size=console_size,
                                 detached=detached)
         self._start(record, proc, spec)
@@ -428,7 +522,9 @@ class Containers:
 
     # --- remove ----------------------------------------------------------------------
 
-    def remove(self, ref: str, force: bool = False) -> str:
+    def remove(self, ref: str, force: bool = False, volumes: bool | None = None) -> str:
+        """`volumes` (rm -v; by default, what --rm asked) also removes the anonymous volumes
+        no other container uses; named volumes always stay."""
         cid = self.store.lookup(ref)
         record = self.get(cid)
         state = record["State"]
@@ -440,7 +536,25 @@ class Containers:
             self.kill_and_wait(record)
         with self.store.lock(cid):
             self.store.delete(cid, record["Name"].lstrip("/"))
+        if volumes is None:
+            volumes = bool(record["HostConfig"].get("AutoRemove"))
+        if volumes:
+            self._remove_anonymous_volumes(record)
         return cid
+
+    def _remove_anonymous_volumes(self, record: dict) -> None:
+        names = [m["Name"] for m in record.get("Mounts") or () if m.get("Type") == "volume"]
+        if not names:
+            return
+        from berth.volume import VolumeStore, is_anonymous, users_of
+
+        volumes = VolumeStore(self.root)
+        for name in names:
+            try:
+                if is_anonymous(volumes.get(name)):
+                    volumes.remove(name, lambda n=name: users_of(self.list(), n))
+            except errors.BerthError:
+                pass  # gone already, or shared through --volumes-from: it stays, as in Docker
 
     def rename(self, ref: str, new_name: str) -> None:
         cid = self.store.lookup(ref)

@@ -59,6 +59,22 @@ class BindSpec(Record):
     propagation: str = "rprivate"
 
 
+class VolumeSpec(Record):
+    """A volume at `destination`: named, or anonymous (no name, made for the container).
+
+    `source` is the host directory the engine resolved it to, empty until then; a volume
+    made with `-o type=tmpfs` has `fstype` "tmpfs" and its mount options in `data`.
+    """
+
+    destination: str
+    name: str = ""
+    readonly: bool = False
+    nocopy: bool = False  # no copy of the image's files into an empty volume
+    source: str = ""
+    fstype: str = ""
+    data: str = ""
+
+
 class RunOptions(Record):
     """What `run`/`create` flags ask for, already parsed and validated."""
 
@@ -91,6 +107,8 @@ class RunOptions(Record):
     pids_limit: int | None = None
     binds: tuple[BindSpec, ...] = jf(of=BindSpec, default=())
     tmpfs: tuple[tuple[str, str], ...] = ()  # (destination, options)
+    volumes: tuple[VolumeSpec, ...] = jf(of=VolumeSpec, default=())
+    volumes_from: tuple[str, ...] = ()  # CONTAINER[:ro|:rw]
     ulimits: tuple[rt.Rlimit, ...] = jf(of=rt.Rlimit, default=())
     network: str = "default"
     init: bool = False
@@ -235,11 +253,27 @@ def user_mounts(opts: RunOptions) -> list[rt.Mount]:
         if b.readonly:
             options.append("ro")
         out.append(rt.Mount(b.destination, "bind", b.source, tuple(options)))
+    for v in opts.volumes:
+        ro = ("ro",) if v.readonly else ()
+        if v.fstype == "tmpfs":
+            data = tuple(o for o in v.data.split(",") if o)
+            out.append(rt.Mount(v.destination, "tmpfs", "tmpfs", ("nosuid", "nodev") + data + ro))
+        elif v.source:
+            out.append(rt.Mount(v.destination, "bind", v.source, ("rbind", "rprivate") + ro))
+        else:
+            raise InvalidArgument(f"the volume at {v.destination} has no host directory yet: "
+                                  "volumes are resolved before the spec is built")
     for dest, options in opts.tmpfs:
         extra = tuple(o for o in options.split(",") if o)
         base = ("noexec", "nosuid", "nodev")
         out.append(rt.Mount(dest, "tmpfs", "tmpfs", base + extra))
+    # parents before children, as Docker sorts them: /data/logs must not vanish under /data
+    out.sort(key=lambda m: mount_depth(m.destination))
     return out
+
+
+def mount_depth(destination: str) -> int:
+    return len([p for p in destination.split("/") if p and p != "."])
 
 
 def thermal_paths(ncpus: int) -> tuple[str, ...]:

@@ -75,12 +75,6 @@ def _read_all(fd: int) -> bytes:
         out.append(chunk)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def _own_cgroups() -> dict[str, str]:
     """controllers field of /proc/self/cgroup -> path, to move stage A back out later."""
     out = {}
@@ -94,17 +88,17 @@ def _own_cgroups() -> dict[str, str]:
 class _Pipes:
     """Every fd of one start; each side closes what it does not use."""
 
-    def __init__(self, terminal: bool) -> None:
-        self.spec_r, self.spec_w = os.pipe2(os.O_CLOEXEC)
+    def __init__(self) -> None:
+        import _socket
+
+        # the spec goes to stage A with the fds the container gets (stdio, pty socket),
+        # so A can be forked before any of them is known
+        pair = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC, 0)
+        self.spec_w, self.spec_r = pair[0].detach(), pair[1].detach()
         self.status_r, self.status_w = os.pipe2(os.O_CLOEXEC)
         self.go_r, self.go_w = os.pipe2(os.O_CLOEXEC)
         self.err_r, self.err_w = os.pipe2(os.O_CLOEXEC)
         self.con_parent = self.con_child = None
-        if terminal:
-            import _socket
-
-            pair = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM, 0)
-            self.con_parent, self.con_child = pair[0].detach(), pair[1].detach()
 
     def close(self, *names: str) -> None:
         for name in names:
@@ -124,12 +118,11 @@ class ContainerProcess:
     """One container process: prepare(), start(spec), then wait() for its exit status."""
 
     def __init__(self, *, cgroup_path: str, resources: Resources | None = None,
-                 terminal: bool = False, stdio: Stdio = Stdio(), init: bool = False,
+                 stdio: Stdio = Stdio(), init: bool = False,
                  seccomp_cache: str | None = None, console_size: tuple[int, int] | None = None,
                  detached: bool = False, sys=None) -> None:
         self.cgroup_path = cgroup_path
         self.resources = resources
-        self.terminal = terminal
         self.stdio = stdio
         self.init = init
         self.seccomp_cache = seccomp_cache
@@ -141,6 +134,7 @@ class ContainerProcess:
         self.cgroup: cgroups.Cgroup | None = None
         self._stage_a: int | None = None
         self._pipes: _Pipes | None = None
+        self._joined = False
 
     # --- prepare: cgroup and stage A ------------------------------------------------
 
@@ -158,7 +152,7 @@ class ContainerProcess:
                 from berth.runtime import devices
 
                 _close(devices.attach(self.cgroup.v2_dir(), self.resources.devices))
-            self._pipes = pipes = _Pipes(self.terminal)
+            self._pipes = pipes = _Pipes()
             home = _own_cgroups()
             pid = os.fork()
             if pid == 0:
@@ -173,6 +167,9 @@ class ContainerProcess:
         sys = self.sys
         try:
             pipes.close(*_Pipes.PARENT_SIDE)
+            # whatever else the caller had open (a client's terminal, a log file) is not
+            # stage A's to keep alive
+            close_fds_except({0, 1, 2} | {fd for fd in vars(pipes).values() if fd is not None})
             sys.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
             for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP,
                         signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH, signal.SIGUSR1, signal.SIGUSR2):
@@ -180,11 +177,21 @@ class ContainerProcess:
             trace("A: forked")
             self.cgroup.join(os.getpid())  # the slow step, overlapped with the caller's work
             trace("A: joined")
-            size = _read_exact(pipes.spec_r, 4)
-            if len(size) != 4:
+            os.write(pipes.status_w, b"J")  # now the cgroup may be renamed (retarget)
+            import _socket
+
+            from berth import ipc
+
+            channel = _socket.socket(fileno=pipes.spec_r)
+            pipes.spec_r = None
+            payload, fds = ipc.recv(channel)
+            channel.close()
+            if payload is None:
                 os._exit(0)  # the caller gave up before start()
-            payload = json.loads(_read_exact(pipes.spec_r, struct.unpack("I", size)[0]))
-            pipes.close("spec_r")
+            given = iter(fds)
+            stdio = Stdio(*(next(given) if payload["stdio"][i] else None for i in range(3)))
+            pipes.con_child = next(given) if payload["console"] else None
+            self.init = payload["init"]
             spec = Spec.from_json(payload["spec"])
             mounts = tuple(Mount(m["destination"], m.get("type"), m.get("source"),
                                  tuple(m.get("options", ()))) for m in payload["mounts"])
@@ -214,12 +221,14 @@ class ContainerProcess:
                         signal.signal(sig, signal.SIG_DFL)
                     except (OSError, ValueError, RuntimeError):
                         pass
-                self._set_stdio(spec.process.terminal)
+                self._set_stdio(stdio, spec.process.terminal)
                 from berth.runtime.init import container_main
 
                 container_main(args, sys)
                 os._exit(1)
             pipes.close("err_w", "go_r", "con_child")
+            for fd in fds:
+                _close(fd)
             os.write(pipes.status_w, struct.pack("i", pid))
             if self.detached:
                 os._exit(0)  # B goes to the caller, the nearest subreaper
@@ -230,6 +239,7 @@ class ContainerProcess:
         except BaseException as exc:  # noqa: BLE001 - everything must reach the caller
             from berth.runtime.init import report
 
+            trace(f"A: failed: {type(exc).__name__}: {exc}")
             if pipes.err_w is not None:
                 report(pipes.err_w, exc)
             os._exit(1)
@@ -256,9 +266,9 @@ class ContainerProcess:
             except OSError:
                 pass
 
-    def _set_stdio(self, terminal: bool) -> None:
+    def _set_stdio(self, stdio: Stdio, terminal: bool) -> None:
         null = None
-        for target, fd in ((0, self.stdio.stdin), (1, self.stdio.stdout), (2, self.stdio.stderr)):
+        for target, fd in ((0, stdio.stdin), (1, stdio.stdout), (2, stdio.stderr)):
             if terminal:
                 fd = None  # the pty replaces all three; never hand the host's fds over
             if fd is None:
@@ -269,6 +279,32 @@ class ContainerProcess:
                 os.dup2(fd, target)
         if null is not None and null > 2:
             os.close(null)
+
+    def wait_joined(self) -> None:
+        """Block until stage A is inside its cgroup (the first byte on the status pipe)."""
+        if self._joined:
+            return
+        if _read_exact(self._pipes.status_r, 1) != b"J":
+            raise _start_error(_read_all(self._pipes.err_r))
+        self._joined = True
+
+    def retarget(self, cgroup_path: str, resources: Resources | None) -> None:
+        """Give a prepared, still unused stage A its container's cgroup name and limits.
+
+        Renaming a cgroup keeps its processes in it and costs microseconds; joining one
+        waits for an RCU grace period. So a spare stage A can wait in a spare cgroup
+        and be handed over when a container is asked for.
+        """
+        self.wait_joined()  # a rename before A's join would leave A outside
+        self.cgroup.rename(cgroup_path)
+        self.cgroup_path = cgroup_path
+        self.resources = resources
+        if resources:
+            self.cgroup.apply(resources)
+            if resources.devices and self.cgroup.v2_dir():
+                from berth.runtime import devices
+
+                _close(devices.attach(self.cgroup.v2_dir(), resources.devices))
 
     # --- start ----------------------------------------------------------------------
 
@@ -283,15 +319,35 @@ class ContainerProcess:
                 from berth.runtime import seccomp
 
                 bpf = seccomp.bpf_for(spec.linux.seccomp, self.seccomp_cache or "/tmp")
-            payload = json.dumps({
+            import _socket
+
+            from berth import ipc
+
+            stdio = (self.stdio.stdin, self.stdio.stdout, self.stdio.stderr)
+            fds = [fd for fd in stdio if fd is not None]
+            if spec.process.terminal:
+                pair = _socket.socketpair(_socket.AF_UNIX,
+                                          _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC, 0)
+                pipes.con_parent, pipes.con_child = pair[0].detach(), pair[1].detach()
+                fds.append(pipes.con_child)
+            payload = {
                 "spec": spec.to_json().decode(),
                 "mounts": [{"destination": m.destination, "type": m.type, "source": m.source,
                             "options": list(m.options)} for m in rootfs_mounts],
                 "bpf": bpf.hex() if bpf else "",
-            }).encode()
+                "stdio": [fd is not None for fd in stdio],
+                "console": spec.process.terminal,
+                "init": self.init,
+            }
+            self.wait_joined()  # A dies, reporting why, if it cannot join: hear that first
             trace("runtime: spec sent")
-            _write_all(pipes.spec_w, struct.pack("I", len(payload)) + payload)
-            pipes.close("spec_w")
+            channel = _socket.socket(fileno=pipes.spec_w)
+            pipes.spec_w = None
+            try:
+                ipc.send(channel, payload, fds)
+            finally:
+                channel.close()
+            pipes.close("con_child")
             raw = _read_exact(pipes.status_r, 4)
             if len(raw) == 4:
                 self.pid = struct.unpack("i", raw)[0]
@@ -393,6 +449,20 @@ class ContainerProcess:
             time.sleep(0.002)
         self.cgroup.destroy()
         self.cgroup = None
+
+
+def close_fds_except(keep: set[int]) -> None:
+    """Close every fd of this process not in `keep` (after a fork, before anything else)."""
+    try:
+        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in open_fds:
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _close(fd: int) -> None:

@@ -168,6 +168,14 @@ class Cgroup:
                         raise
                     time.sleep(0.002 * (attempt + 1))
 
+    def rename(self, rel: str) -> None:
+        """Move this cgroup to a new name under the same parent, processes and all."""
+        rel = rel.strip("/")
+        new = Cgroup(self.layout, rel)
+        for key, path in self.dirs.items():
+            os.rename(path, new.dirs[key])
+        self.rel, self.dirs = new.rel, new.dirs
+
     def procs(self) -> list[int]:
         path = self._dir("pids") or self._dir("memory") or next(iter(self.dirs.values()))
         try:

@@ -83,7 +83,13 @@ class ExecProcess:
             bpf = seccomp.bpf_for(self.spec.linux.seccomp, self.seccomp_cache or "/tmp")
         exec_spec = Spec(process=self.process, root=self.spec.root, linux=self.spec.linux)
         cgroup = cgroups.Cgroup(cgroups.layout(), self.spec.linux.cgroups_path or "")
-        pipes = _Pipes(self.process.terminal)
+        pipes = _Pipes()
+        if self.process.terminal:
+            import _socket
+
+            pair = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC,
+                                      0)
+            pipes.con_parent, pipes.con_child = pair[0].detach(), pair[1].detach()
         args = InitArgs(exec_spec, (), bpf, pipes.err_w, pipes.go_r, pipes.con_child, False, None,
                         False)
         try:

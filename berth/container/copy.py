@@ -1,0 +1,802 @@
+"""`berth cp`, and the copy of an image's files into a new volume, over unmounted layers.
+
+A container's filesystem is read and written as data, never mounted on the host: a
+`Tree` is a stack of overlay-form layer dirs (the container's upper dir, then the image's
+lower dirs; a 0/0 char device hides a name below it, an opaque directory ends the stack)
+or one plain directory (a volume, a bind source, a host directory). A `View` is a root
+tree with mounts over it, as the container sees them.
+
+Nothing here lets the kernel follow a symlink. Container paths are resolved the way the
+container would resolve them (filepath-securejoin: a link is read and re-walked from the
+container's root, `..` stops at the root), and every open walks from a tree's root fd,
+one component at a time, with O_NOFOLLOW: a link that appears mid-walk (a running
+container can make one) ends the walk instead of leading it onto the host.
+
+Writes go to the top layer (the upper dir): parents are copied up with the metadata of
+the layer below, and a file is written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from berth import errors
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK|O_NOCTTY: a file swapped for a fifo or a tty before the open neither hangs
+# nor becomes our terminal (fstat then tells it is not a regular file)
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",
+          stat.S_IFCHR: "chr", stat.S_IFBLK: "blk", stat.S_IFIFO: "fifo"}
+_OPAQUE = "trusted.overlay.opaque"
+_PRIVATE_XATTRS = ("trusted.overlay.", "user.overlay.")
+_MAX_LINKS = 255
+_CHUNK = 1 << 20
+
+
+def _close(fds) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _opaque(fd: int) -> bool:
+    try:
+        return os.getxattr(fd, _OPAQUE) == b"y"
+    except OSError:
+        return False
+
+
+def _xattrs(fd: int) -> list[tuple[str, bytes]]:
+    try:
+        names = os.listxattr(fd)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if not name.startswith(_PRIVATE_XATTRS):
+            try:
+                out.append((name, os.getxattr(fd, name)))
+            except OSError:
+                continue
+    return out
+
+
+class Tree:
+    """One directory tree: overlay-form layers (topmost first) or a single directory.
+
+    A root is a path, or a directory fd the tree then owns (close() closes it).
+    """
+
+    def __init__(self, roots, *, overlay: bool = False) -> None:
+        self.roots = [roots] if isinstance(roots, (str, int)) else list(roots)
+        self.overlay = overlay
+
+    def open(self) -> list[int]:
+        out: list[int] = []
+        try:
+            for root in self.roots:
+                out.append(os.dup(root) if isinstance(root, int) else
+                           os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        except OSError as exc:
+            _close(out)
+            raise errors.NotFound(f"{exc.filename}: {exc.strerror}") from None
+        return out
+
+    def close(self) -> None:
+        _close(r for r in self.roots if isinstance(r, int))
+        self.roots = []
+
+    def lookup(self, dirs: list[int], name: str):
+        """(stat, fd of the layer dir holding it) of the entry `name` shows, or None."""
+        for fd in dirs:
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if self.overlay and _whiteout(st):
+                return None
+            return st, fd
+        return None
+
+    def descend(self, dirs: list[int], name: str) -> list[int]:
+        """Fds of directory `name` in each layer that shows through; [] if not a directory."""
+        out: list[int] = []
+        for fd in dirs:
+            try:
+                child = os.open(name, _DIR, dir_fd=fd)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                break  # a file, a link or a whiteout: the layers below are hidden
+            out.append(child)
+            if not self.overlay or _opaque(child):
+                break
+        return out
+
+    def listing(self, dirs: list[int]) -> list[tuple[str, os.stat_result, int]]:
+        seen: dict[str, tuple[os.stat_result, int]] = {}
+        hidden: set[str] = set()
+        for fd in dirs:
+            with os.scandir(fd) as it:
+                for e in it:
+                    if e.name in seen or e.name in hidden:
+                        continue
+                    st = e.stat(follow_symlinks=False)
+                    if self.overlay and _whiteout(st):
+                        hidden.add(e.name)
+                    else:
+                        seen[e.name] = (st, fd)
+        return [(n, *seen[n]) for n in sorted(seen)]
+
+    def walk_to(self, rel) -> list[int]:
+        """Fds of the directory `rel`; NotADirectoryError if it is none."""
+        dirs = self.open()
+        for name in rel:
+            child = self.descend(dirs, name)
+            _close(dirs)
+            if not child:
+                raise NotADirectoryError(name)
+            dirs = child
+        return dirs
+
+    def lstat(self, rel) -> os.stat_result | None:
+        try:
+            dirs = self.walk_to(rel[:-1] if rel else rel)
+        except NotADirectoryError:
+            return None
+        try:
+            if not rel:
+                return os.fstat(dirs[0])
+            found = self.lookup(dirs, rel[-1])
+            return found[0] if found else None
+        finally:
+            _close(dirs)
+
+    def readlink(self, rel) -> str:
+        dirs = self.walk_to(rel[:-1])
+        try:
+            found = self.lookup(dirs, rel[-1])
+            return os.readlink(rel[-1], dir_fd=found[1]) if found else ""
+        finally:
+            _close(dirs)
+
+    # --- writes, into the top directory ------------------------------------------------
+
+    def make_dirs(self, rel) -> list[int]:
+        """Fds of directory `rel`, made (or copied up) in the top layer with its parents."""
+        dirs = self.open()
+        try:
+            for name in rel:
+                self.ensure_dir(dirs, name)
+                child = self.descend(dirs, name)
+                _close(dirs)
+                dirs = child
+        except BaseException:
+            _close(dirs)
+            raise
+        return dirs
+
+    def ensure_dir(self, dirs: list[int], name: str) -> None:
+        top = dirs[0]
+        try:
+            st = os.stat(name, dir_fd=top, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            return
+        below = None
+        if st is not None:
+            if not (self.overlay and _whiteout(st)):
+                raise NotADirectoryError(name)
+            os.unlink(name, dir_fd=top)  # a deleted directory made again: opaque, below
+        elif self.overlay:
+            below = self.lookup(dirs[1:], name)
+            if below is not None and not stat.S_ISDIR(below[0].st_mode):
+                raise NotADirectoryError(name)
+        os.mkdir(name, 0o700, dir_fd=top)
+        fd = os.open(name, _DIR, dir_fd=top)
+        try:
+            if below is not None:  # copy-up: the lower directory's owner, mode and times
+                meta = below[0]
+                os.fchown(fd, meta.st_uid, meta.st_gid)
+                os.fchmod(fd, stat.S_IMODE(meta.st_mode))
+                os.utime(fd, ns=(meta.st_atime_ns, meta.st_mtime_ns))
+            else:
+                os.fchmod(fd, 0o755)
+            if st is not None:
+                os.setxattr(fd, _OPAQUE, b"y")
+        finally:
+            os.close(fd)
+
+
+class Entry:
+    """One member of a copy: a tar member, or a file found by a walk."""
+
+    __slots__ = ("name", "kind", "mode", "uid", "gid", "mtime_ns", "link", "rdev", "size",
+                 "data", "xattrs")
+
+    def __init__(self, name: str, kind: str, mode: int, uid: int = 0, gid: int = 0,
+                 mtime_ns: int = 0, link: str = "", rdev: int = 0, size: int = 0, data=None,
+                 xattrs=()) -> None:
+        self.name, self.kind, self.mode, self.uid, self.gid = name, kind, mode, uid, gid
+        self.mtime_ns, self.link, self.rdev, self.size = mtime_ns, link, rdev, size
+        self.data = data  # a callable returning (a readable binary file, its xattrs)
+        self.xattrs = xattrs
+
+
+class View:
+    """A filesystem as a container sees it: a root tree and the trees mounted over it.
+
+    A mount is (destination, tree, path in the tree, read-only); its tree is None when
+    the kernel already shows it (a running container's own root), for its flag alone.
+    """
+
+    def __init__(self, root: Tree, mounts=(), readonly: bool = False) -> None:
+        self.root = root
+        self.readonly_root = readonly
+        self.mounts: list[tuple[tuple[str, ...], Tree | None, list[str], bool]] = []
+        # parents first, as the runtime mounts them; a destination is resolved in what is
+        # mounted so far, as the runtime resolves it
+        for dest, tree, prefix, ro in sorted(mounts, key=lambda m: len(_split(m[0]))):
+            self.mounts.append((tuple(self.resolve(dest)), tree, list(prefix), ro))
+
+    def _mount_of(self, parts, with_tree: bool):
+        best = None
+        for mount in self.mounts:
+            n = len(mount[0])
+            if (tuple(parts[:n]) == mount[0] and (mount[1] is not None or not with_tree)
+                    and (best is None or n >= len(best[0]))):
+                best = mount
+        return best
+
+    def locate(self, parts) -> tuple[Tree, list[str]]:
+        mount = self._mount_of(parts, True)
+        if mount is None:
+            return self.root, list(parts)
+        return mount[1], mount[2] + list(parts[len(mount[0]):])
+
+    def readonly(self, parts) -> str | None:
+        """Why `parts` cannot be written to, or None."""
+        mount = self._mount_of(parts, False)
+        if mount is None:
+            return "container rootfs is marked read-only" if self.readonly_root else None
+        return "mounted volume is marked read-only" if mount[3] else None
+
+    def is_mountpoint(self, parts) -> bool:
+        return any(m[0] == tuple(parts) and m[1] is not None for m in self.mounts)
+
+    def lstat(self, parts) -> os.stat_result | None:
+        tree, rel = self.locate(parts)
+        return tree.lstat(rel)
+
+    def resolve(self, path: str, follow: bool = True) -> list[str]:
+        """Path components of `path` with links resolved inside this view (securejoin)."""
+        parts: list[str] = []
+        pending = _split(path)
+        hops = 0
+        while pending:
+            part = pending.pop(0)
+            if part == "..":
+                if parts:
+                    parts.pop()
+                continue
+            if not pending and not follow:
+                parts.append(part)
+                break
+            tree, rel = self.locate(parts + [part])
+            st = tree.lstat(rel)
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                hops += 1
+                if hops > _MAX_LINKS:
+                    raise errors.InvalidArgument(f"too many levels of symbolic links in {path}")
+                target = tree.readlink(rel)
+                if target.startswith("/"):
+                    parts = []
+                pending = _split(target) + pending
+                continue
+            parts.append(part)
+        return parts
+
+    # --- reading: a walk that yields entries --------------------------------------------
+
+    def entries(self, parts, name: str):
+        """The entry at `parts` (named `name`) and, for a directory, everything under it."""
+        tree, rel = self.locate(parts)
+        dirs = tree.walk_to(rel[:-1] if rel else rel)
+        try:
+            if rel:
+                found = tree.lookup(dirs, rel[-1])
+                if found is None:
+                    return
+                st, fd = found
+                yield _entry(name, st, fd, rel[-1], {})
+                if not stat.S_ISDIR(st.st_mode):
+                    return
+                sub = tree.descend(dirs, rel[-1])
+            else:
+                yield _entry(name, os.fstat(dirs[0]), None, "", {})
+                sub, dirs = dirs, []
+            try:
+                yield from self._children(parts, tree, sub, name, {})
+            finally:
+                _close(sub)
+        finally:
+            _close(dirs)
+
+    def _children(self, parts, tree: Tree, dirs: list[int], name: str, links: dict):
+        for child, st, fd in tree.listing(dirs):
+            cparts = list(parts) + [child]
+            cname = child if name in ("", ".") else f"{name}/{child}"
+            if self.is_mountpoint(cparts):
+                yield from self.entries(cparts, cname)
+                continue
+            yield _entry(cname, st, fd, child, links)
+            if stat.S_ISDIR(st.st_mode):
+                sub = tree.descend(dirs, child)
+                try:
+                    yield from self._children(cparts, tree, sub, cname, links)
+                finally:
+                    _close(sub)
+
+
+def _split(path: str) -> list[str]:
+    return [p for p in path.split("/") if p and p != "."]
+
+
+def _entry(name: str, st: os.stat_result, dir_fd: int | None, leaf: str, links: dict) -> Entry:
+    kind = _KINDS.get(stat.S_IFMT(st.st_mode), "other")
+    e = Entry(name, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns,
+              rdev=st.st_rdev, size=st.st_size if kind == "file" else 0)
+    if kind == "symlink":
+        e.link = os.readlink(leaf, dir_fd=dir_fd)
+    elif kind == "file":
+        if st.st_nlink > 1:
+            first = links.setdefault((st.st_dev, st.st_ino), name)
+            if first != name:
+                e.kind, e.link, e.size = "link", first, 0
+                return e
+        e.data = lambda: _open_file(leaf, dir_fd)
+    return e
+
+
+def _open_file(leaf: str, dir_fd: int):
+    fd = os.open(leaf, _FILE, dir_fd=dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise errors.Conflict(f"{leaf} changed while it was copied")
+    return os.fdopen(fd, "rb"), _xattrs(fd)
+
+
+class Writer:
+    """Writes entries into a directory of a view (`base`), each parent resolved inside it.
+
+    `owner` None keeps each entry's uid/gid; a (uid, gid) pair is given to everything.
+    """
+
+    def __init__(self, view: View, base, owner: tuple[int, int] | None) -> None:
+        self.view = view
+        self.base = list(base)
+        self.owner = owner
+        self.dir_times: list[tuple[Tree, list[str], int]] = []
+
+    def write(self, entries) -> None:
+        for e in entries:
+            parts = _clean(e.name)
+            if parts:
+                self._put(parts, e)
+        for tree, rel, mtime in reversed(self.dir_times):
+            dirs = tree.walk_to(rel)
+            try:
+                os.utime(dirs[0], ns=(mtime, mtime))
+            finally:
+                _close(dirs)
+
+    def _place(self, parts):
+        """(tree, fds of the parent directory, leaf name) of the entry `parts`."""
+        parent = self.view.resolve("/" + "/".join(self.base + parts[:-1]))
+        tree, rel = self.view.locate(parent)
+        refused = self.view.readonly(parent)
+        if refused:
+            raise errors.FailedPrecondition(refused)
+        try:
+            return tree, tree.make_dirs(rel), rel, parts[-1]
+        except NotADirectoryError as exc:
+            raise errors.Conflict(f"cannot create {'/'.join(parts)}: {exc} is not a "
+                                  "directory") from None
+
+    def _put(self, parts, e: Entry) -> None:
+        tree, dirs, rel, name = self._place(parts)
+        try:
+            shown = tree.lookup(dirs, name)
+            if shown is not None:
+                is_dir = stat.S_ISDIR(shown[0].st_mode)
+                path = "/" + "/".join(self.base + parts)
+                if is_dir and e.kind != "dir":
+                    raise errors.Conflict(f'cannot overwrite directory "{path}" with '
+                                          f'non-directory "{path}"')
+                if not is_dir and e.kind == "dir":
+                    raise errors.Conflict(f'cannot overwrite non-directory "{path}" with '
+                                          f'directory "{path}"')
+            uid, gid = self.owner or (e.uid, e.gid)
+            if e.kind == "dir":
+                tree.ensure_dir(dirs, name)
+                fd = os.open(name, _DIR, dir_fd=dirs[0])
+                try:
+                    os.fchown(fd, uid, gid)
+                    os.fchmod(fd, e.mode)
+                    for key, value in e.xattrs:
+                        _setxattr(fd, key, value)
+                finally:
+                    os.close(fd)
+                self.dir_times.append((tree, rel + [name], e.mtime_ns))
+                return
+            self._put_other(tree, dirs, name, e, uid, gid)
+        finally:
+            _close(dirs)
+
+    def _put_other(self, tree: Tree, dirs, name: str, e: Entry, uid: int, gid: int) -> None:
+        top = dirs[0]
+        tmp = f".berth-cp-{os.urandom(6).hex()}"
+        times = (e.mtime_ns, e.mtime_ns)
+        try:
+            if e.kind == "file":
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600, dir_fd=top)
+                try:
+                    source, xattrs = e.data() if e.data else (None, ())
+                    if source is not None:
+                        with source:
+                            while chunk := source.read(_CHUNK):
+                                os.write(fd, chunk)
+                    os.fchown(fd, uid, gid)
+                    os.fchmod(fd, e.mode)  # after chown, which clears set-id bits
+                    for key, value in list(xattrs) + list(e.xattrs):
+                        _setxattr(fd, key, value)
+                    os.utime(fd, ns=times)
+                finally:
+                    os.close(fd)
+            elif e.kind == "symlink":
+                os.symlink(e.link, tmp, dir_fd=top)
+                os.chown(tmp, uid, gid, dir_fd=top, follow_symlinks=False)
+                os.utime(tmp, ns=times, dir_fd=top, follow_symlinks=False)
+            elif e.kind == "link":
+                ltree, ldirs, _, lname = self._place(_clean(e.link))
+                try:
+                    if ltree is not tree:
+                        raise errors.InvalidArgument(f"hard link {e.name} -> {e.link} crosses "
+                                                     "a mount")
+                    os.link(lname, tmp, src_dir_fd=ldirs[0], dst_dir_fd=top,
+                            follow_symlinks=False)
+                finally:
+                    _close(ldirs)
+            elif e.kind in ("chr", "blk", "fifo"):
+                kind = {"chr": stat.S_IFCHR, "blk": stat.S_IFBLK, "fifo": stat.S_IFIFO}[e.kind]
+                os.mknod(tmp, kind | 0o600, e.rdev, dir_fd=top)
+                os.chown(tmp, uid, gid, dir_fd=top, follow_symlinks=False)
+                os.chmod(tmp, e.mode, dir_fd=top)
+                os.utime(tmp, ns=times, dir_fd=top, follow_symlinks=False)
+            else:
+                return  # sockets and the like are not copied, as tar cannot hold them
+            os.rename(tmp, name, src_dir_fd=top, dst_dir_fd=top)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=top)
+            except OSError:
+                pass
+            raise
+
+
+def _setxattr(fd: int, key: str, value: bytes) -> None:
+    try:
+        os.setxattr(fd, key, value)
+    except OSError:
+        pass  # a filesystem without that namespace: the data matters more
+
+
+def _clean(name: str) -> list[str]:
+    parts = [p for p in name.split("/") if p and p != "."]
+    if ".." in parts:
+        raise errors.InvalidArgument(f"invalid path in archive: {name!r}")
+    return parts
+
+
+# --- the container as a view, and the volume copy-up -----------------------------------
+
+
+def layers_of(record: dict) -> list[str]:
+    data = record["GraphDriver"]["Data"]
+    return [data["UpperDir"]] + [d for d in data.get("LowerDir", "").split(":") if d]
+
+
+def container_view(record: dict, live: bool = False) -> View:
+    """The container's files: its layers, its volumes and binds, its hosts and hostname.
+
+    `live`: for writing into a running container, its own root, through /proc: its
+    overlay is mounted, and overlayfs does not allow changes to its layers underneath
+    (new files stay unseen, and its own copy-ups then fail).
+    """
+    volumes = [(m["Destination"], m["Source"], not m.get("RW", True))
+               for m in record.get("Mounts") or ()
+               if m.get("Type") in ("volume", "bind") and m.get("Source")]
+    ro_root = bool(record["HostConfig"].get("ReadonlyRootfs"))
+    root = _live_root(record) if live else None
+    if root is not None:
+        return View(root, [(dest, None, (), ro) for dest, _, ro in volumes], ro_root)
+    mounts = []
+    for dest, key in (("/etc/resolv.conf", "ResolvConfPath"), ("/etc/hostname", "HostnamePath"),
+                      ("/etc/hosts", "HostsPath")):
+        if record.get(key):
+            mounts.append((dest, *_mounted(record[key]), False))
+    for dest, source, ro in volumes:
+        mounts.append((dest, *_mounted(source), ro))
+    return View(Tree(layers_of(record), overlay=True), mounts, ro_root)
+
+
+def _mounted(source: str) -> tuple[Tree, list[str]]:
+    if os.path.isdir(source):
+        return Tree(source), []
+    # a file bind: the tree is its directory, and the mount shows only the file
+    return Tree(os.path.dirname(source) or "/"), [os.path.basename(source)]
+
+
+def _live_root(record: dict) -> Tree | None:
+    """The root of the container's running PID 1, checked to be that process, not a reuse."""
+    process = (record.get("Berth") or {}).get("Process")
+    if not record["State"].get("Running") or not process:
+        return None
+    pid, started = process
+    try:
+        proc = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        # /proc/<pid> held open stays that process's: its stat is read through it
+        fd = os.open("stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
+        try:
+            raw = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        if int(raw[raw.rindex(b")") + 2:].split()[19]) != started:
+            return None
+        return Tree(os.open("root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=proc))
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        os.close(proc)
+
+
+def populate(layers: list[str], path: str, dest: str) -> bool:
+    """Docker's copy-up: the image's files at `path` into an empty volume directory `dest`.
+
+    Owners, modes, times and links are kept; the volume directory itself takes the owner
+    and mode of the image's directory. False when the image has no directory there.
+    """
+    view = View(Tree(layers, overlay=True))
+    parts = view.resolve(path)
+    st = view.lstat(parts)
+    if st is None or not stat.S_ISDIR(st.st_mode):
+        return False
+    Writer(View(Tree(dest)), [], owner=None).write(view.entries(parts, "."))
+    os.chown(dest, st.st_uid, st.st_gid)
+    os.chmod(dest, stat.S_IMODE(st.st_mode))
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return True
+
+
+
+# --- berth cp: Docker's path rules -----------------------------------------------------
+
+
+def split_arg(arg: str) -> tuple[str | None, str]:
+    """CONTAINER:PATH -> (CONTAINER, PATH); a local path (absolute, or ./x:y) -> (None, arg)."""
+    if arg.startswith("/"):
+        return None, arg
+    ref, sep, path = arg.partition(":")
+    if not sep or ref.startswith("."):
+        return None, arg
+    return ref, path
+
+
+def cmd(containers, src: str, dst: str, *, archive: bool = False, follow: bool = False,
+        stdin=None, stdout=None) -> int:
+    import sys
+
+    sref, spath = split_arg(src)
+    dref, dpath = split_arg(dst)
+    if sref is not None and dref is not None:
+        raise errors.InvalidArgument("copying between containers is not supported")
+    if sref is None and dref is None:
+        raise errors.InvalidArgument("must specify at least one container source")
+    if sref is not None:
+        if not spath:
+            raise errors.InvalidArgument("source can not be empty")
+        copy_out(containers.get(sref), sref, spath, dst, follow, stdout or sys.stdout.buffer)
+    else:
+        if not dpath:
+            raise errors.InvalidArgument("destination can not be empty")
+        copy_in(containers.get(dref), dref, dpath, src, archive, follow,
+                stdin or sys.stdin.buffer)
+    return 0
+
+
+def _asserts_dir(path: str) -> bool:
+    return path.endswith("/") or path == "." or path.endswith("/.")
+
+
+def copy_out(record: dict, ref: str, path: str, dst: str, follow: bool, stdout) -> None:
+    """CONTAINER:PATH to a host path, or to a tar stream on `stdout` for '-'."""
+    view = container_view(record)
+    dot = path == "." or path.endswith("/.")
+    # the last component is copied as it is (a link stays a link) unless -L or a trailing /
+    parts = view.resolve(path, follow=follow or _asserts_dir(path))
+    st = view.lstat(parts)
+    if st is None:
+        raise errors.NotFound(f"Could not find the file {path} in container {ref}")
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if _asserts_dir(path) and not is_dir:
+        raise errors.InvalidArgument(f"{path}: not a directory")
+    name = "." if dot or not _split(path) else _split(path)[-1]
+    if dst == "-":
+        write_tar(view.entries(parts, name), stdout)
+        return
+    target = dst
+    if os.path.islink(target):
+        target = os.path.realpath(target)  # Docker copies to where a link points
+    exists = os.path.lexists(target)
+    if exists and os.path.isdir(target):
+        into, name_there = target, name
+    elif exists and is_dir:
+        raise errors.InvalidArgument("cannot copy directory")
+    elif not exists and not is_dir and _asserts_dir(dst):
+        raise errors.NotFound("no such directory")
+    else:
+        into, name_there = os.path.split(os.path.abspath(target))
+        if not os.path.isdir(into):
+            raise errors.NotFound(f"destination directory {into} does not exist")
+    entries = view.entries(parts, name_there)
+    Writer(View(Tree(into)), [], owner=(os.geteuid(), os.getegid())).write(entries)
+
+
+def copy_in(record: dict, ref: str, path: str, src: str, archive: bool, follow: bool,
+            stdin) -> None:
+    """A host path, or a tar stream on `stdin` for '-', to CONTAINER:PATH."""
+    view = container_view(record, live=True)
+    try:
+        _copy_in(view, ref, path, src, archive, follow, stdin)
+    finally:
+        view.root.close()
+
+
+def _copy_in(view: View, ref: str, path: str, src: str, archive: bool, follow: bool,
+             stdin) -> None:
+    dparts = view.resolve(path)  # a link at the destination is followed, inside the container
+    dst_st = view.lstat(dparts)
+    shown = f'"{ref}:{path}"'
+    if dst_st is not None and not (stat.S_ISDIR(dst_st.st_mode) or stat.S_ISREG(dst_st.st_mode)):
+        raise errors.InvalidArgument(f"destination {shown} must be a directory or a regular file")
+    dst_dir = dst_st is not None and stat.S_ISDIR(dst_st.st_mode)
+    owner = None if archive else (0, 0)  # Docker: root owns what is copied in, unless -a
+    if src == "-":
+        if not dst_dir:
+            raise errors.InvalidArgument(f"destination {shown} must be a directory")
+        read_tar(stdin, lambda entries: Writer(view, dparts, owner).write(entries))
+        return
+    sview, sparts, name, src_dir = _host_source(src, follow)
+    if dst_dir:
+        base, name_there = dparts, name
+    elif dst_st is not None and src_dir:
+        raise errors.InvalidArgument("cannot copy directory")
+    elif dst_st is None and not src_dir and _asserts_dir(path):
+        raise errors.NotFound("no such directory")
+    else:
+        if not dparts:
+            raise errors.InvalidArgument(f"destination {shown} must be a directory")
+        base, name_there = dparts[:-1], dparts[-1]
+        parent = view.lstat(base)
+        if parent is None:
+            raise errors.NotFound(f"Could not find the file /{'/'.join(base)} in container {ref}")
+        if not stat.S_ISDIR(parent.st_mode):
+            raise errors.InvalidArgument("extraction point is not a directory")
+    Writer(view, base, owner).write(sview.entries(sparts, name_there))
+
+
+def _host_source(path: str, follow: bool):
+    """(view, parts, name, is_dir) of a host path, links resolved as the docker CLI does."""
+    dot = path == "." or path.endswith("/.")
+    clean = os.path.normpath(path)
+    if dot or follow or path.endswith("/"):
+        resolved = os.path.realpath(clean)
+    else:  # the parent's links are followed, the last component is copied as it is
+        resolved = os.path.join(os.path.realpath(os.path.dirname(clean) or "."),
+                                os.path.basename(clean))
+    try:
+        st = os.lstat(resolved)
+    except OSError as exc:
+        raise errors.NotFound(f"lstat {path}: {exc.strerror.lower()}") from None
+    if path.endswith("/") and not stat.S_ISDIR(st.st_mode):
+        raise errors.InvalidArgument(f"{path}: not a directory")
+    name = "." if dot else os.path.basename(clean)
+    parent, leaf = os.path.split(resolved)
+    if not leaf:  # the host's /
+        return View(Tree(resolved)), [], name, True
+    return View(Tree(parent)), [leaf], name, stat.S_ISDIR(st.st_mode)
+
+
+# --- tar streams ---------------------------------------------------------------------
+
+_TAR_TYPES = {"dir": b"5", "file": b"0", "symlink": b"2", "link": b"1", "chr": b"3",
+              "blk": b"4", "fifo": b"6"}
+
+
+def write_tar(entries, out) -> None:
+    import tarfile
+
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+        for e in entries:
+            if e.kind not in _TAR_TYPES:
+                continue
+            info = tarfile.TarInfo(e.name)
+            info.type = _TAR_TYPES[e.kind]
+            info.mode, info.uid, info.gid = e.mode, e.uid, e.gid
+            info.mtime = e.mtime_ns // 1_000_000_000
+            info.linkname = e.link
+            if e.kind in ("chr", "blk"):
+                info.devmajor, info.devminor = os.major(e.rdev), os.minor(e.rdev)
+            if e.kind != "file":
+                tf.addfile(info)
+                continue
+            source, xattrs = e.data()
+            with source:
+                info.size = os.fstat(source.fileno()).st_size
+                info.pax_headers = {"SCHILY.xattr." + k: v.decode("utf-8", "surrogateescape")
+                                    for k, v in xattrs}
+                tf.addfile(info, _Exact(source, info.size))
+
+
+class _Exact:
+    """Exactly `size` bytes of `f`: a file that grows or shrinks meanwhile keeps the tar whole."""
+
+    def __init__(self, f, size: int) -> None:
+        self.f, self.left = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.f.read(n)
+        if len(data) < n:
+            data += bytes(n - len(data))
+        self.left -= len(data)
+        return data
+
+
+def read_tar(stream, consume) -> None:
+    """Hand the members of a (possibly compressed) tar stream, as entries, to `consume`."""
+    import tarfile
+
+    from berth.layer import open_decompressed
+
+    try:
+        with tarfile.open(fileobj=open_decompressed(stream), mode="r|") as tf:
+            consume(_tar_entries(tf))
+    except tarfile.TarError as exc:
+        raise errors.InvalidArgument(f"the input is not a valid tar stream: {exc}") from None
+
+
+def _tar_entries(tf):
+    for m in tf:
+        kind = ("dir" if m.isdir() else "file" if m.isreg() else "symlink" if m.issym()
+                else "link" if m.islnk() else "chr" if m.ischr() else "blk" if m.isblk()
+                else "fifo" if m.isfifo() else None)
+        if kind is None:
+            continue
+        xattrs = [(k[13:], v.encode("utf-8", "surrogateescape"))
+                  for k, v in m.pax_headers.items() if k.startswith("SCHILY.xattr.")]
+        e = Entry(m.name, kind, m.mode & 0o7777, m.uid, m.gid, int(m.mtime * 1_000_000_000),
+                  m.linkname, os.makedev(m.devmajor, m.devminor), m.size, xattrs=xattrs)
+        if kind == "file":
+            e.data = lambda m=m: (tf.extractfile(m), ())
+        yield e
