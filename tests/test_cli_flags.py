@@ -17,7 +17,7 @@ from berth.cli.run import (
     parse_ulimit,
     parse_volume,
 )
-from berth.container.spec import DEFAULT_SHM_SIZE, BindSpec
+from berth.container.spec import DEFAULT_SHM_SIZE, BindSpec, VolumeSpec
 from berth.errors import InvalidArgument
 from berth.oci.runtime import Rlimit
 
@@ -260,14 +260,12 @@ def test_volume_relative_destination_is_rejected():
         parse_volume("/srv:data")
 
 
-def test_named_volume_is_not_supported_yet():
-    with pytest.raises(InvalidArgument, match=r"named volumes \(cache\) are not supported"):
-        parse_volume("cache:/cache")
+def test_named_volume_is_a_volume_spec():
+    assert parse_volume("cache:/data:ro") == VolumeSpec("/data", "cache", readonly=True)
 
 
-def test_anonymous_volume_is_not_supported_yet():
-    with pytest.raises(InvalidArgument, match="anonymous volumes"):
-        parse_volume("/data")
+def test_a_lone_path_is_an_anonymous_volume():
+    assert parse_volume("/data") == VolumeSpec("/data")
 
 
 @pytest.mark.parametrize("text", ["/a:/b:bogus", "/a:/b:c:d"])

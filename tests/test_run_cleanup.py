@@ -36,7 +36,7 @@ def test_rm_flag_leaves_nothing(fresh_berth):
     (["-u", "ghost", "busybox", "true"], 125, b"unable to find user ghost"),
     (["--memory", "64x", "busybox", "true"], 125, b"invalid size"),
     (["--security-opt", "seccomp=/nonexistent.json", "busybox", "true"], 125, b"seccomp profile"),
-    (["-v", "relative:/x", "busybox", "true"], 125, b"named volumes"),
+    (["-v", "bad name:/x", "busybox", "true"], 125, b"includes invalid characters"),
     (["--ulimit", "nofile=99999999999:99999999999", "busybox", "true"], 125, b"RLIMIT_NOFILE"),
     (["-w", "/etc/passwd", "busybox", "true"], 125, b"/etc/passwd"),
 ])

@@ -81,7 +81,8 @@ PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
               "Ports": "PORTS", "Names": "NAMES", "Labels": "LABELS", "Mounts": "MOUNTS",
               "State": "STATE", "Size": "SIZE", "Networks": "NETWORKS",
               "LocalVolumes": "LOCAL VOLUMES"}
-PS_DEFAULT = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+PS_DEFAULT = ("table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}"
+              "\t{{.Names}}")
 
 
 def parse_filters(items: list[str]) -> dict[str, list[str]]:

@@ -12,8 +12,11 @@ container's root, `..` stops at the root), and every open walks from a tree's ro
 one component at a time, with O_NOFOLLOW: a link that appears mid-walk (a running
 container can make one) ends the walk instead of leading it onto the host.
 
-Writes go to the top layer (the upper dir): parents are copied up with the metadata of
-the layer below, and a file is written under a temporary name and renamed into place.
+Writes go to the top layer (the upper dir) of a stopped container: parents are copied up
+with the metadata of the layer below, and a file is written under a temporary name and
+renamed into place. A running container is written through its own root instead
+(/proc/PID/root, walked the same way): overlayfs does not allow its layers to change
+underneath a mount, so the kernel must do the copy-up (see container_view).
 """
 
 from __future__ import annotations
@@ -329,7 +332,13 @@ class View:
             _close(dirs)
 
     def _children(self, parts, tree: Tree, dirs: list[int], name: str, links: dict):
-        for child, st, fd in tree.listing(dirs):
+        listing = tree.listing(dirs)
+        # a mount whose mount point the runtime has not made yet (never started) shows too
+        below = {m[0][-1] for m in self.mounts
+                 if m[1] is not None and len(m[0]) == len(parts) + 1 and m[0][:-1] == tuple(parts)}
+        below -= {child for child, _, _ in listing}
+        for child, st, fd in sorted(listing + [(c, None, None) for c in below],
+                                    key=lambda c: c[0]):
             cparts = list(parts) + [child]
             cname = child if name in ("", ".") else f"{name}/{child}"
             if self.is_mountpoint(cparts):
@@ -397,7 +406,8 @@ class Writer:
                 _close(dirs)
 
     def _place(self, parts):
-        """(tree, fds of the parent directory, leaf name) of the entry `parts`."""
+        """(tree, fds of the parent directory, its path in the tree, leaf name) of `parts`;
+        missing parents are made, and copied up in a layered tree."""
         parent = self.view.resolve("/" + "/".join(self.base + parts[:-1]))
         tree, rel = self.view.locate(parent)
         refused = self.view.readonly(parent)

@@ -116,6 +116,7 @@ def _preload() -> None:
     import fcntl  # noqa: F401
     import termios  # noqa: F401
 
+    import berth.container.copy  # noqa: F401
     import berth.container.health  # noqa: F401
     import berth.container.logs  # noqa: F401
     import berth.container.monitor  # noqa: F401
@@ -125,6 +126,7 @@ def _preload() -> None:
     import berth.runtime.init  # noqa: F401
     import berth.runtime.seccomp  # noqa: F401
     import berth.runtime.seccomp_default  # noqa: F401
+    import berth.volume  # noqa: F401
 
 
 class _Spare:
