@@ -308,8 +308,13 @@ class ContainerProcess:
 
     # --- start ----------------------------------------------------------------------
 
-    def start(self, spec: Spec, rootfs_mounts: tuple[Mount, ...] = ()) -> int:
-        """Hand the spec to stage A; return the container's pid once its command runs."""
+    def start(self, spec: Spec, rootfs_mounts: tuple[Mount, ...] = (), on_pid=None) -> int:
+        """Hand the spec to stage A; return the container's pid once its command runs.
+
+        `on_pid(pid)` runs once the container's namespaces exist and before its command
+        may start: the engine's hook for what must be set up from outside, such as the
+        network interfaces of its network namespace. An exception from it aborts the start.
+        """
         if self._stage_a is None:
             self.prepare()
         pipes = self._pipes
@@ -363,6 +368,8 @@ class ContainerProcess:
                         rows, cols = self.console_size
                         fcntl.ioctl(self.console, termios.TIOCSWINSZ,
                                     struct.pack("HHHH", rows, cols, 0, 0))
+                if on_pid is not None:
+                    on_pid(self.pid)
                 os.write(pipes.go_w, b"g")
             pipes.close("go_w", "con_parent")
             trace("runtime: go sent")
