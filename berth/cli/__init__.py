@@ -82,8 +82,8 @@ GROUPS = {
                 "connect": ("network", "cmd_network_connect"),
                 "disconnect": ("network", "cmd_network_disconnect"),
                 "prune": ("network", "cmd_network_prune")},
-    "registry": {"serve": ("registry", "cmd_registry_serve"),
-                 "gc": ("registry", "cmd_registry_gc")},
+    "registry": {"serve": ("registry_server", "cmd_registry_serve"),
+                 "gc": ("registry_server", "cmd_registry_gc")},
 }
 # errors of these commands exit 125 like docker run's; other commands exit 1
 ENGINE_EXIT_COMMANDS = ("run", "create", "start")
