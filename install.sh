@@ -10,9 +10,12 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 # busybox-static: the offline base image; libseccomp2: seccomp compiler; python3-venv: the venv
 apt-get install -y -q --no-install-recommends \
-    python3 python3-venv busybox-static libseccomp2 ca-certificates tar gzip xz-utils
+    python3 python3-venv busybox-static libseccomp2 ca-certificates tar gzip xz-utils \
+    gcc libc6-dev
 # Debian's interpreter, not whatever python3 is first on PATH: the venv must outlive shells
 /usr/bin/python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check '.[test]'
+# berth-shim: what a settled container's monitor becomes (berth/shim/shim.c says why)
+cc -O2 -Wall -o .venv/bin/berth-shim berth/shim/shim.c
 ln -sf "$PWD/.venv/bin/berth" /usr/local/bin/berth
 echo "berth installed: $(/usr/local/bin/berth --version)"

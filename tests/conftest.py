@@ -19,6 +19,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # every test session puts its containers' cgroups under a parent of its own, so the leak
 # checks see only this session's cgroups, whatever else runs on the machine
 CGROUP_PARENT = f"berth-test-{os.getpid()}"
+# berth-shim, built from this working tree once per session, so monitors of long-running
+# test containers become the shim as they do in an installation
+SHIM = os.path.join(f"/tmp/berth-test-shim-{os.getpid()}", "berth-shim")
+
+
+def _build_shim() -> None:
+    if not os.path.exists(SHIM):
+        os.makedirs(os.path.dirname(SHIM), exist_ok=True)
+        subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", SHIM,
+                        os.path.join(REPO, "berth", "shim", "shim.c")], check=True)
 
 
 def _env(root: str) -> dict:
@@ -26,6 +36,8 @@ def _env(root: str) -> dict:
     env["BERTH_ROOT"] = root
     env["BERTH_CGROUP_PARENT"] = CGROUP_PARENT
     env["BERTH_HUB_IDLE"] = "60"  # a hub a test forgot to stop goes away on its own
+    _build_shim()
+    env["BERTH_SHIM"] = SHIM
     env["PYTHONPATH"] = REPO
     env.pop("BERTH_DEBUG", None)
     return env
@@ -125,6 +137,9 @@ def _remove_cgroup_parent():
             os.rmdir(path)
         except OSError:
             pass
+    import shutil
+
+    shutil.rmtree(os.path.dirname(SHIM), ignore_errors=True)
 
 
 def running_containers(root: str) -> set[str]:

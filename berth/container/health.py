@@ -49,7 +49,7 @@ class HealthChecker:
         self.worker: int | None = None
 
     @classmethod
-    def for_record(cls, containers, record: dict) -> "HealthChecker | None":
+    def for_record(cls, containers, record: dict, reset: bool = True) -> "HealthChecker | None":
         hc = record["Config"].get("Healthcheck")
         argv = command(hc.get("Test") or []) if hc else None
         if not argv:
@@ -57,7 +57,9 @@ class HealthChecker:
         checker = cls(containers, record["Id"], argv, _seconds(hc.get("Interval"), DEFAULT_INTERVAL),
                       _seconds(hc.get("Timeout"), DEFAULT_TIMEOUT),
                       _seconds(hc.get("StartPeriod"), 0.0), hc.get("Retries") or DEFAULT_RETRIES)
-        containers.set_health(record["Id"], {"Status": "starting", "FailingStreak": 0, "Log": []})
+        if reset:
+            containers.set_health(record["Id"], {"Status": "starting", "FailingStreak": 0,
+                                                 "Log": []})
         return checker
 
     def seconds_left(self) -> float:
@@ -155,3 +157,26 @@ class HealthChecker:
             if health["FailingStreak"] >= self.retries:
                 health["Status"] = "unhealthy"
         self.containers.set_health(self.cid, health)
+
+
+def main(argv: list[str]) -> int:
+    """One check, run by berth-shim at each interval: python -m berth.container.health ROOT ID"""
+    from berth.container import Containers
+    from berth.container.logs import parse_time
+    from berth.image import ImageStore
+
+    root, cid = argv[0], argv[1]
+    containers = Containers(root, ImageStore(root))
+    record = containers.store.read(cid)
+    checker = HealthChecker.for_record(containers, record, reset=False)
+    if checker is None or not record["State"]["Running"]:
+        return 0
+    started = parse_time(record["State"]["StartedAt"]) or time.time()
+    checker._check(record["State"]["Pid"], time.time() - started < checker.start_period)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

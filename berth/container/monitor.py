@@ -64,6 +64,23 @@ class Client:
             pass
 
 
+SHIM_AFTER = 1.0  # seconds a container runs before its monitor becomes berth-shim
+
+
+def shim_path() -> str | None:
+    """berth-shim, if built: $BERTH_SHIM, beside the interpreter (the venv), or on PATH."""
+    import sys as _sys
+
+    candidates = [os.environ.get("BERTH_SHIM") or "",
+                  os.path.join(os.path.dirname(_sys.executable), "berth-shim")]
+    candidates += [os.path.join(d, "berth-shim") for d in os.environ.get("PATH", "").split(":")
+                   if d]
+    for path in candidates:
+        if path and os.access(path, os.X_OK):
+            return path
+    return None
+
+
 def monitor_socket_dir(root: str) -> str:
     path = os.path.join(wire.run_dir(root), "monitors")
     os.makedirs(path, mode=0o700, exist_ok=True)
@@ -88,18 +105,22 @@ class Monitor:
         self._polled: set[int] = set()
         self.started_at = 0.0
         self.last_code = 0
+        self.shim = shim_path()
 
     # --- life ----------------------------------------------------------------------
+
+    def _signals(self) -> None:
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(self.wake_w)
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_IGN)
 
     def serve(self, first: Client | None, start) -> None:
         """Start the container with `start(stdio, console_size)`, then supervise it.
 
         `first` is the client that asked (it gets the "started" or "error" event).
         """
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        signal.set_wakeup_fd(self.wake_w)
-        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
-            signal.signal(sig, signal.SIG_IGN)
+        self._signals()
         try:
             self._launch(first, start)
         except errors.BerthError as exc:
@@ -109,9 +130,27 @@ class Monitor:
                 first.close()
             return
         self.listener = wire.listen(monitor_socket_dir(self.containers.root), f"{self.cid}.sock")
+        self._supervise(None)
+
+    def resume(self, status: int, listener, clients: list[Client]) -> None:
+        """Carry on after berth-shim: the container exited with wait status `status`."""
+        self._signals()
+        self.listener = listener
+        self.clients = clients
+        record = self._safe_get()
+        if record is not None:
+            from berth.container.logs import parse_time
+
+            started = parse_time(record["State"]["StartedAt"]) or time.time()
+            self.started_at = time.monotonic() - (time.time() - started)
+        self._supervise(status)
+
+    def _supervise(self, status: int | None) -> None:
         while True:
-            status = self._loop()
+            if status is None:
+                status = self._loop()
             record = self._finish(status)
+            status = None
             if not self._restart_wanted(record, status):
                 break
             self._notify_exit()
@@ -194,6 +233,8 @@ class Monitor:
             if status is not None and not self._outputs_open():
                 self._polled = set()
                 return status
+            if status is None:
+                self._maybe_become_shim()
 
     def _register(self, poller) -> dict:
         watched = {}
@@ -345,7 +386,10 @@ class Monitor:
     # --- exits and restarts ---------------------------------------------------------
 
     def _finish(self, status: int) -> dict | None:
-        exit_status = self.proc.wait(status)
+        if self.proc is not None:
+            exit_status = self.proc.wait(status)
+        else:
+            exit_status = self._exit_status(status)  # resumed after berth-shim
         self.proc = None
         if self.log is not None:
             self.log.flush()
@@ -421,9 +465,84 @@ class Monitor:
         self.health = HealthChecker.for_record(self.containers, record)
 
     def _health_timeout(self) -> int:
-        if self.health is None:
-            return -1
-        return max(0, int(self.health.seconds_left() * 1000))
+        waits = []
+        if self.health is not None:
+            waits.append(self.health.seconds_left())
+        if self.shim is not None and self.proc is not None:
+            waits.append(max(0.0, self.started_at + SHIM_AFTER - time.monotonic()))
+        return int(min(waits) * 1000) if waits else -1
+
+    def _exit_status(self, status: int):
+        """What ContainerProcess.wait() gives, for a container this process did not start."""
+        from berth.runtime import ExitStatus
+
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        code = 128 + sig if sig else os.WEXITSTATUS(status)
+        oom = False
+        record = self._safe_get()
+        if record is not None:
+            cgroup = self.containers.cgroup_of(record)
+            for _ in range(500):
+                if not cgroup.procs():
+                    break
+                time.sleep(0.002)
+            oom = cgroup.oom_killed()
+            try:
+                cgroup.destroy()
+            except OSError:
+                pass
+        return ExitStatus(code, sig, oom)
+
+    # --- becoming berth-shim ------------------------------------------------------------
+
+    def _maybe_become_shim(self) -> None:
+        """A container still running after SHIM_AFTER: exec berth-shim to shed our memory."""
+        if self.shim is None or self.proc is None or self.log is None:
+            return
+        if time.monotonic() - self.started_at < SHIM_AFTER:
+            return
+        if self.health is not None and self.health.worker is not None:
+            return  # a check in flight is our child; let it finish first
+        import sys as _sys
+
+        record = self._safe_get()
+        if record is None:
+            return
+        self.log.close()
+        keep = []
+        args = [self.shim, "--id", self.cid, "--pid", str(self.proc.pid),
+                "--log", self.log.path, "--log-max-size", str(self.log.max_size),
+                "--log-max-file", str(self.log.max_file)]
+        if self.console is not None:
+            args += ["--console", str(self.console)]
+            keep.append(self.console)
+        else:
+            for flag, fd in (("--out", self.out_r), ("--err", self.err_r)):
+                if fd is not None:
+                    args += [flag, str(fd)]
+                    keep.append(fd)
+        if self.in_w is not None:
+            args += ["--in", str(self.in_w)]
+            keep.append(self.in_w)
+        args += ["--listen", str(self.listener.fileno())]
+        keep.append(self.listener.fileno())
+        for c in self.clients:
+            fds = [c.sock.fileno()] + [-1 if fd is None else fd for fd in (c.stdin, c.stdout,
+                                                                           c.stderr)]
+            keep += [fd for fd in fds if fd >= 0]
+            args += ["--client", ":".join(str(fd) for fd in fds) + f":{int(c.stdin_once)}"]
+        if self.health is not None:
+            args += ["--health-interval-ms", str(int(self.health.interval * 1000)),
+                     "--health", _sys.executable, "-m", "berth.container.health",
+                     self.containers.root, self.cid, "--"]
+        args += ["--finish", _sys.executable, "-m", "berth.container.monitor",
+                 "--root", self.containers.root, "--id", self.cid,
+                 "--listen", str(self.listener.fileno())]
+        for fd in keep:
+            os.set_inheritable(fd, True)
+        trace("monitor: exec berth-shim")
+        signal.set_wakeup_fd(-1)
+        os.execv(self.shim, args)
 
 
 def client_from(sock, message: dict, fds: list[int]) -> Client:
@@ -458,3 +577,31 @@ def _size(text: str | None) -> int:
     if text[-1:] in units:
         return int(float(text[:-1]) * units[text[-1]])
     return int(text)
+
+
+def main(argv: list[str]) -> int:
+    """The monitor again, exec'd by berth-shim when the container's PID 1 has exited."""
+    import _socket
+
+    args = dict(zip(argv[::2], argv[1::2]))
+    from berth.container import Containers
+    from berth.image import ImageStore
+
+    containers = Containers(args["--root"], ImageStore(args["--root"]))
+    listener = _socket.socket(fileno=int(args["--listen"]))
+    clients = []
+    for item in filter(None, args.get("--clients", "").split(",")):
+        sock, stdin, stdout, stderr, once = (int(x) for x in item.split(":"))
+        clients.append(Client(_socket.socket(fileno=sock), *(None if fd < 0 else fd
+                                                           for fd in (stdin, stdout, stderr)),
+                              stdin_once=bool(once)))
+    for fd in [listener.fileno()] + [c.sock.fileno() for c in clients]:
+        os.set_inheritable(fd, False)
+    Monitor(containers, args["--id"]).resume(int(args["--status"]), listener, clients)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))
