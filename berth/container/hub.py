@@ -24,12 +24,16 @@ import os
 import select
 import signal
 import sys
+import time
 
 from berth import ipc as wire
 from berth.trace import trace
 
 HUB_SOCKET = "hub.sock"
-IDLE_SECONDS = 300.0  # BERTH_HUB_IDLE overrides: the hub exits after this long unasked
+# The hub exits after this long unasked (BERTH_HUB_IDLE overrides): an idle engine keeps
+# only its containers' shims. Its spare lives only while runs keep coming.
+IDLE_SECONDS = 60.0
+SPARE_SECONDS = 10.0
 
 
 def serve(root: str) -> None:
@@ -55,10 +59,21 @@ def serve(root: str) -> None:
     gc.freeze()  # what is here now is shared with every monitor: never scan or touch it
     idle = float(os.environ.get("BERTH_HUB_IDLE") or IDLE_SECONDS)
     spare = _Spare.make(containers, listener, lock)
+    last_request = time.monotonic()
     while True:
-        readable, _, _ = select.select([listener], [], [], idle)
+        wait = idle - (time.monotonic() - last_request)
+        if spare is not None:
+            wait = min(wait, SPARE_SECONDS - (time.monotonic() - last_request))
+        readable, _, _ = select.select([listener], [], [], max(wait, 0))
         if not readable:
-            break
+            if spare is not None and time.monotonic() - last_request >= SPARE_SECONDS:
+                spare.close()  # runs stopped coming: its two processes are not free
+                spare = None
+                continue
+            if time.monotonic() - last_request >= idle:
+                break
+            continue
+        last_request = time.monotonic()
         try:
             conn = wire.accept(listener)
         except OSError:
@@ -88,6 +103,9 @@ def serve(root: str) -> None:
             spare = _Spare.make(containers, listener, lock)
         elif op in ("run", "start"):
             _fork_monitor(containers, listener, lock, conn, message, fds)
+            if op == "run" and spare is None:
+                _close(fds)
+                spare = _Spare.make(containers, listener, lock)  # runs are coming again
         else:
             wire.send(conn, {"event": "error", "message": f"unknown request {op!r}", "code": 125})
             conn.close()
