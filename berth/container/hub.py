@@ -130,16 +130,16 @@ def _close(fds: list[int]) -> None:
 
 def _preload() -> None:
     """Import now what monitors use later: after fork it is shared, and after
-    pivot_root nothing could be imported anyway."""
+    pivot_root nothing could be imported anyway. What only some containers need (layer
+    unpacking, volume copy-up) is left to be imported when needed: the hub's memory is
+    counted against every container while it runs."""
     import fcntl  # noqa: F401
     import termios  # noqa: F401
 
-    import berth.container.copy  # noqa: F401
     import berth.container.health  # noqa: F401
     import berth.container.logs  # noqa: F401
     import berth.container.monitor  # noqa: F401
     import berth.container.names  # noqa: F401
-    import berth.layer  # noqa: F401
     import berth.runtime.exec  # noqa: F401
     import berth.runtime.init  # noqa: F401
     import berth.runtime.seccomp  # noqa: F401
