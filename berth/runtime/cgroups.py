@@ -153,6 +153,20 @@ class Cgroup:
         for path in self.dirs.values():
             _write(os.path.join(path, "cgroup.procs"), value)
 
+    def join_self(self) -> None:
+        """Move the calling process, which must be single-threaded, into this cgroup.
+
+        Moving a process through cgroup.procs takes the global threadgroup lock, whose
+        write side waits for an RCU grace period (5-15 ms on our machines). On cgroup v1 a
+        thread moving itself through `tasks` ("0" is the caller) needs no such lock, and
+        for a single-threaded process that moves the whole process: under a millisecond.
+        """
+        if self.layout.is_v2:
+            self.join(os.getpid())
+            return
+        for path in self.dirs.values():
+            _write(os.path.join(path, "tasks"), "0")
+
     def destroy(self) -> None:
         """Remove the cgroup in every hierarchy; processes must already be gone."""
         for path in self.dirs.values():

@@ -134,7 +134,7 @@ class ExecProcess:
             sys.prctl(L.PR_SET_PDEATHSIG, signal.SIGKILL)
             for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_IGN)
-            cgroup.join(os.getpid())
+            cgroup.join_self()
             for kind, fd in ns_fds:
                 sys.setns(fd, L.NAMESPACE_FLAGS[kind])
             pid = os.fork()

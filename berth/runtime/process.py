@@ -175,7 +175,7 @@ class ContainerProcess:
                         signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH, signal.SIGUSR1, signal.SIGUSR2):
                 signal.signal(sig, signal.SIG_IGN)
             trace("A: forked")
-            self.cgroup.join(os.getpid())  # the slow step, overlapped with the caller's work
+            self.cgroup.join_self()  # slow on v2 (an RCU wait): overlapped with the caller's work
             trace("A: joined")
             os.write(pipes.status_w, b"J")  # now the cgroup may be renamed (retarget)
             import _socket
@@ -255,10 +255,11 @@ class ContainerProcess:
                 mount = next((lay.v1[n] for n in controllers.split(",") if n in lay.v1), None)
                 if mount and mount in lay.v1_options:
                     targets.append(os.path.join(mount, path.lstrip("/")))
-        mine = str(os.getpid()).encode()
+        # v1: "0" to tasks moves the (single-threaded) caller without the global lock
+        name, mine = ("cgroup.procs", str(os.getpid()).encode()) if lay.is_v2 else ("tasks", b"0")
         for target in targets:
             try:
-                fd = os.open(os.path.join(target, "cgroup.procs"), os.O_WRONLY)
+                fd = os.open(os.path.join(target, name), os.O_WRONLY)
                 try:
                     os.write(fd, mine)
                 finally:
