@@ -277,6 +277,12 @@ def measure_memory(fleet: Fleet) -> dict:
                 engine[pid] = "monitor" if has else "monitor without container"
             else:
                 engine[pid] = f"other ({table[pid][1]})"
+        # each container's monitor is its PID 1's parent, whatever it runs (Python, or
+        # berth-shim once the container settled) and whether or not the hub is still up
+        for pid in ctr_pids:
+            ppid = table.get(pid, (0, ""))[0]
+            if ppid and ppid not in hubs:
+                engine[ppid] = "monitor"
     elif isinstance(e, Podman):
         p = inspect(e, "{{.State.ConmonPid}}", fleet.ids)
         engine = {int(x): table.get(int(x), (0, "?"))[1] for x in p.stdout.split() if x.isdigit()}
