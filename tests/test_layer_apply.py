@@ -151,7 +151,7 @@ def assert_rejected(outer, raw: bytes, member_name: str, **kw) -> InvalidArgumen
 
 
 def test_package_exports_exactly_the_layer_api():
-    assert sorted(berth.layer.__all__) == ["ApplyResult", "apply_layer", "open_decompressed"]
+    assert sorted(berth.layer.__all__) == ["ApplyResult", "apply_layer", "detect", "open_decompressed"]
 
 
 # -- normal extraction

@@ -46,7 +46,18 @@ CREATE_FLAGS = (
                                     "(CONTAINER[:ro|:rw])"),
     Flag(("--tmpfs",), LIST, "Mount a tmpfs directory (PATH[:OPTIONS])"),
     Flag(("--ulimit",), LIST, "Ulimit options (name=soft[:hard])"),
-    Flag(("--network", "--net"), VALUE, "Connect a container to a network (none, host, bridge)"),
+    Flag(("--network", "--net"), VALUE, "Connect a container to a network (bridge, none, host, "
+                                        "container:NAME|ID, or a network's name)"),
+    Flag(("--ip",), VALUE, "IPv4 address (e.g., 172.30.100.104)"),
+    Flag(("--network-alias", "--net-alias"), LIST, "Add network-scoped alias for the container"),
+    Flag(("-p", "--publish"), LIST, "Publish a container's port(s) to the host "
+                                    "([IP:][HOST:]CONTAINER[/PROTO])"),
+    Flag(("-P", "--publish-all"), BOOL, "Publish all exposed ports to random ports"),
+    Flag(("--expose",), LIST, "Expose a port or a range of ports"),
+    Flag(("--add-host",), LIST, "Add a custom host-to-IP mapping (host:ip)"),
+    Flag(("--dns",), LIST, "Set custom DNS servers"),
+    Flag(("--dns-search",), LIST, "Set custom DNS search domains"),
+    Flag(("--dns-option", "--dns-opt"), LIST, "Set DNS options"),
     Flag(("--init",), BOOL, "Run an init inside the container that forwards signals and reaps "
                             "processes"),
     Flag(("--sysctl",), LIST, "Sysctl options"),
@@ -396,11 +407,7 @@ def build_options(v: dict, command: list[str]):
             raise InvalidArgument(f"invalid tmpfs mount: {item}: the path must be absolute")
         tmpfs.append((dest, options))
     binds, volumes, tmpfs = _mounts(v, tmpfs)
-    network = v["network"] or "default"
-    if network == "bridge":
-        network = "default"
-    if network not in ("default", "none", "host"):
-        raise InvalidArgument(f"network {network} not found (available: bridge, host, none)")
+    net = parse_network_flags(v)
     entrypoint = None
     if v["entrypoint"] is not None:
         entrypoint = (v["entrypoint"],) if v["entrypoint"] else ()
@@ -442,7 +449,7 @@ def build_options(v: dict, command: list[str]):
         volumes=volumes,
         volumes_from=tuple(v["volumes_from"]),
         ulimits=tuple(parse_ulimit(x) for x in v["ulimit"]),
-        network=network,
+        **net,
         init=v["init"],
         sysctls=sysctls,
         shm_size=parse_size(v["shm_size"], "--shm-size") if v["shm_size"] else DEFAULT_SHM_SIZE,
@@ -457,6 +464,61 @@ def build_options(v: dict, command: list[str]):
     if v["rm"] and opts.restart != "no":
         raise InvalidArgument("Conflicting options: --restart and --rm")
     return opts, profile_text
+
+
+def parse_network_flags(v: dict) -> dict:
+    """--network, --ip, --network-alias, -p/-P/--expose, --add-host, --dns*: RunOptions fields.
+
+    Whether a named network exists is the engine's question (at create), not the CLI's.
+    """
+    from berth.network import ipam, ports
+    from berth.network.store import NAME_RE
+
+    network = v["network"] or "default"
+    if network == "bridge":
+        network = "default"
+    user_network = network not in ("default", "none", "host") and \
+        not network.startswith("container:")
+    if network.startswith("container:"):
+        if not network.partition(":")[2]:
+            raise InvalidArgument("--network container: needs a container's name or ID")
+        for flag, given in (("hostname", v["hostname"]), ("dns", v["dns"]),
+                            ("add-host", v["add_host"]), ("port publishing", v["publish"] or
+                                                          v["publish_all"])):
+            if given:
+                raise InvalidArgument(f"conflicting options: {flag} and the network mode")
+    elif user_network and not NAME_RE.match(network):
+        raise InvalidArgument(f"network {network} not found")
+    if v["ip"] is not None:
+        if not user_network:
+            raise InvalidArgument("user specified IP address is supported on user defined "
+                                  "networks only")
+        ipam.parse_ip(v["ip"])
+    if v["network_alias"] and not user_network:
+        raise InvalidArgument("network-scoped alias is supported only for containers in user "
+                              "defined networks")
+    publish = []
+    for item in v["publish"]:
+        publish += ports.parse_publish(item)
+    expose = []
+    for item in v["expose"]:
+        expose += ports.parse_expose(item)
+    hosts = []
+    for item in v["add_host"]:
+        sep = "=" if "=" in item else ":"
+        name, _, address = item.partition(sep)
+        if not name or not address:
+            raise InvalidArgument(f"invalid argument \"{item}\" for \"--add-host\" flag: bad "
+                                  "format for add-host")
+        if address != "host-gateway":
+            ipam.parse_ip(address)
+        hosts.append(f"{name}:{address}")
+    for server in v["dns"]:
+        ipam.parse_ip(server)
+    return dict(network=network, ip=v["ip"], aliases=tuple(v["network_alias"]),
+                publish=tuple(publish), publish_all=v["publish_all"], expose=tuple(expose),
+                extra_hosts=tuple(hosts), dns=tuple(v["dns"]), dns_search=tuple(v["dns_search"]),
+                dns_options=tuple(v["dns_option"]))
 
 
 def parse_restart(text: str | None) -> str:

@@ -10,6 +10,7 @@ from berth.oci.record import Record, jf, replace
 
 from berth.container.users import ExecUser
 from berth.errors import InvalidArgument
+from berth.network.ports import PortSpec
 from berth.oci import image as oci_image
 from berth.oci import runtime as rt
 from berth.runtime import caps as _caps
@@ -110,7 +111,17 @@ class RunOptions(Record):
     volumes: tuple[VolumeSpec, ...] = jf(of=VolumeSpec, default=())
     volumes_from: tuple[str, ...] = ()  # CONTAINER[:ro|:rw]
     ulimits: tuple[rt.Rlimit, ...] = jf(of=rt.Rlimit, default=())
+    # "default" (the bridge network), "none", "host", "container:<ref>", or a network's name
     network: str = "default"
+    ip: str | None = None  # --ip, on a user-defined network
+    aliases: tuple[str, ...] = ()  # --network-alias
+    publish: tuple[PortSpec, ...] = jf(of=PortSpec, default=())  # -p
+    publish_all: bool = False  # -P: every exposed port, to a free host port
+    expose: tuple[str, ...] = ()  # --expose, as "80/tcp"
+    extra_hosts: tuple[str, ...] = ()  # --add-host NAME:IP
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
     init: bool = False
     sysctls: dict = jf(factory=dict)
     shm_size: int = DEFAULT_SHM_SIZE
@@ -293,16 +304,29 @@ class Context(Record):
     host_devices: tuple[rt.Device, ...] = ()  # used only with --privileged
     host_hostname: str = ""
     seccomp: rt.Seccomp | None = None  # resolved by the caller for these capabilities
+    netns_path: str = ""  # --network container:X: X's namespace, once X runs
+
+
+def network_namespace(opts: RunOptions, ctx: Context) -> rt.Namespace | None:
+    """None with the host's network; another container's namespace with container:X (the
+    engine puts in its path on every start, as X's pid changes); else a new one."""
+    if opts.network == "host":
+        return None
+    if opts.network.startswith("container:"):
+        return rt.Namespace("network", ctx.netns_path or None)
+    return rt.Namespace("network")
 
 
 def build(image: oci_image.ContainerConfig, opts: RunOptions, user: ExecUser,
           ctx: Context) -> rt.Spec:
     net_host = opts.network == "host"
+    own_netns = not net_host and not opts.network.startswith("container:")
     hostname = opts.hostname or (ctx.host_hostname if net_host else ctx.container_id[:12])
     namespaces = [rt.Namespace("pid"), rt.Namespace("ipc"), rt.Namespace("uts"),
                   rt.Namespace("mount"), rt.Namespace("cgroup")]
-    if not net_host:
-        namespaces.append(rt.Namespace("network"))
+    netns = network_namespace(opts, ctx)
+    if netns is not None:
+        namespaces.append(netns)
     cwd = opts.workdir or image.working_dir or "/"
     if not cwd.startswith("/"):
         raise InvalidArgument(f"the working directory '{cwd}' is invalid, it needs to be an "
@@ -326,7 +350,7 @@ def build(image: oci_image.ContainerConfig, opts: RunOptions, user: ExecUser,
     ]
     mounts += user_mounts(opts)
     sysctls = {}
-    if not net_host:
+    if own_netns:
         # Docker's defaults for a container with its own network namespace
         sysctls = {"net.ipv4.ip_unprivileged_port_start": "0",
                    "net.ipv4.ping_group_range": "0 2147483647"}

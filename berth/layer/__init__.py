@@ -9,7 +9,20 @@ sniffs gzip/bzip2/xz/zstd and hands back the plain tar stream.
         result = apply_layer(open_decompressed(f), layer_dir)
 """
 
-from berth.layer.apply import ApplyResult, apply_layer
-from berth.layer.compression import open_decompressed
+from __future__ import annotations
 
-__all__ = ["ApplyResult", "apply_layer", "open_decompressed"]
+__all__ = ["ApplyResult", "apply_layer", "open_decompressed", "detect"]
+
+
+def __getattr__(name: str):
+    # loaded on first use: importing berth.layer.diff (commit) must not pay for apply's
+    # tarfile and threading, nor the other way round
+    if name in ("ApplyResult", "apply_layer"):
+        from berth.layer import apply
+
+        return getattr(apply, name)
+    if name in ("open_decompressed", "detect"):
+        from berth.layer import compression
+
+        return getattr(compression, name)
+    raise AttributeError(f"module 'berth.layer' has no attribute {name!r}")

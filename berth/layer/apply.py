@@ -45,10 +45,10 @@ import stat
 import tarfile
 import threading
 import zlib
-from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
 from berth.errors import BerthError, DataLoss, FailedPrecondition, InvalidArgument
+from berth.oci.record import Record
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,7 @@ _CONTENT_ERRNOS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class ApplyResult:
+class ApplyResult(Record):
     size: int  # bytes of uncompressed tar consumed, trailing padding included
     diff_id: str  # "sha256:<hex>" of those bytes: the image config's rootfs.diff_ids entry
 
