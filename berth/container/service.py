@@ -18,14 +18,12 @@ from berth.container import spec as specmod
 from berth.container import users
 from berth.container.store import ZERO_TIME, ContainerStore
 from berth.image import Image, ImageStore, now_rfc3339
+from berth.network import settings as netset
+from berth.network.settings import DEFAULT_DNS, HOSTS_BASE  # noqa: F401 - re-exported
 from berth.oci import runtime as rt
 from berth.snapshot import overlay_mount, read_layered
 from berth.trace import trace
 
-HOSTS_BASE = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-              "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
-              "ff02::2\tip6-allrouters\n")
-DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")
 MONITOR_DIED = "the container's monitor process died"
 CGROUP_PARENT = "berth"  # like dockerd's --cgroup-parent; BERTH_CGROUP_PARENT overrides it
 
@@ -53,27 +51,10 @@ def _proc_start(pid: int) -> int | None:
 def resolv_conf(host_text: str, dns: tuple[str, ...] = (), search: tuple[str, ...] = (),
                 options: tuple[str, ...] = (), host_network: bool = False) -> str:
     """The container's resolv.conf: the host's, minus loopback servers it cannot reach."""
-    servers, searches, opts = [], [], []
-    for line in host_text.splitlines():
-        fields = line.split()
-        if not fields or fields[0].startswith(("#", ";")):
-            continue
-        if fields[0] == "nameserver" and len(fields) > 1:
-            if host_network or not (fields[1].startswith("127.") or fields[1] == "::1"):
-                servers.append(fields[1])
-        elif fields[0] in ("search", "domain"):
-            searches = fields[1:]
-        elif fields[0] == "options":
-            opts += fields[1:]
-    servers = list(dns) or servers or list(DEFAULT_DNS)
-    searches = list(search) or searches
-    opts = list(options) or opts
-    out = "".join(f"nameserver {s}\n" for s in servers)
-    if searches:
-        out += "search " + " ".join(searches) + "\n"
-    if opts:
-        out += "options " + " ".join(opts) + "\n"
-    return out
+    from berth.network.settings import resolv_text
+
+    return resolv_text(host_text, nameservers=dns, search=search, options=options,
+                       keep_loopback=host_network)
 
 
 def host_devices() -> tuple[rt.Device, ...]:
@@ -277,6 +258,7 @@ class Containers:
                              passwd.decode(errors="replace") if passwd else None,
                              group.decode(errors="replace") if group else None, opts.group_add)
         host_net = opts.network == "host"
+        network, joined = self._network_of(opts)
         paths = {n: os.path.join(cdir, n) for n in ("hostname", "hosts", "resolv.conf")}
         ctx = specmod.Context(
             container_id=cid, rootfs=os.path.join(cdir, "merged"),
@@ -289,20 +271,7 @@ class Containers:
         if spec.linux.seccomp is None and not (opts.privileged or opts.seccomp_unconfined):
             spec = _with_seccomp(spec, seccomp_profile_text)
         _write(paths["hostname"], spec.hostname + "\n")
-        try:
-            with open("/etc/resolv.conf") as f:
-                host_resolv = f.read()
-        except OSError:
-            host_resolv = ""
-        _write(paths["resolv.conf"], resolv_conf(host_resolv, host_network=host_net))
-        hosts = HOSTS_BASE
-        if host_net:
-            try:
-                with open("/etc/hosts") as f:
-                    hosts = f.read()
-            except OSError:
-                pass
-        _write(paths["hosts"], hosts)
+        self._write_resolv_and_hosts(paths, opts, network, joined)
         _write(os.path.join(cdir, "config.json"), spec.to_json().decode())
         created = now_rfc3339()
         return {
@@ -326,7 +295,8 @@ class Containers:
             "ProcessLabel": "",
             "AppArmorProfile": "",
             "ExecIDs": None,
-            "HostConfig": _host_config(opts, auto_remove),
+            "HostConfig": _host_config(opts, auto_remove,
+                                       f"container:{joined['Id']}" if joined else None),
             "GraphDriver": {"Name": "overlay", "Data": {
                 "LowerDir": ":".join(lowerdirs), "UpperDir": os.path.join(cdir, "diff"),
                 "WorkDir": os.path.join(cdir, "work"), "MergedDir": os.path.join(cdir, "merged")}},
@@ -359,10 +329,11 @@ class Containers:
                 **({"StopTimeout": opts.stop_timeout} if opts.stop_timeout is not None else {}),
                 **({"Healthcheck": opts.health or _health_dict(cfg.healthcheck)}
                    if opts.health or cfg.healthcheck else {}),
+                **({"ExposedPorts": exposed} if (exposed := _exposed_ports(cfg, opts)) else {}),
             },
-            "NetworkSettings": {"Networks": {} if opts.network in ("none", "default")
-                                else {}, "Ports": {}, "SandboxKey": "",
-                                "IPAddress": "", "Gateway": "", "MacAddress": ""},
+            "NetworkSettings": netset.empty_settings(
+                {network["Name"]: netset.endpoint_settings(network["Id"], opts.aliases, opts.ip)}
+                if network is not None else {}),
             "Berth": {"ImageChain": image.chain_ids, "Init": opts.init},
         }
 
@@ -689,13 +660,27 @@ def _restart_policy(text: str) -> dict:
     return {"Name": "" if name == "no" else name, "MaximumRetryCount": int(count or 0)}
 
 
-def _host_config(opts: specmod.RunOptions, auto_remove: bool) -> dict:
+def _exposed_ports(cfg, opts: specmod.RunOptions) -> dict:
+    """Config.ExposedPorts: the image's, --expose and every -p port, as Docker merges them."""
+    out = dict.fromkeys(cfg.exposed_ports or {}, {})
+    out.update(dict.fromkeys(opts.expose, {}))
+    out.update(dict.fromkeys((f"{p.container_port}/{p.proto}" for p in opts.publish), {}))
+    return {k: {} for k in out}
+
+
+def _host_config(opts: specmod.RunOptions, auto_remove: bool, network_mode: str | None) -> dict:
     return {
         "RestartPolicy": _restart_policy(opts.restart),
         "LogConfig": {"Type": "json-file", "Config": dict(opts.log_opts)},
         "Binds": [f"{b.source}:{b.destination}{':ro' if b.readonly else ''}" for b in opts.binds]
         or None,
-        "NetworkMode": "bridge" if opts.network == "default" else opts.network,
+        "NetworkMode": network_mode or ("bridge" if opts.network == "default" else opts.network),
+        "PortBindings": netset.port_bindings(opts.publish) or None,
+        "PublishAllPorts": opts.publish_all,
+        "Dns": list(opts.dns) or None,
+        "DnsSearch": list(opts.dns_search) or None,
+        "DnsOptions": list(opts.dns_options) or None,
+        "ExtraHosts": list(opts.extra_hosts) or None,
         "AutoRemove": auto_remove,
         "Privileged": opts.privileged,
         "ReadonlyRootfs": opts.read_only,

@@ -45,8 +45,9 @@ _LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 _BLOB_PATH = "blobs/sha256/"
 # magic bytes -> OCI media type of a layer compressed that way; None: no OCI type exists,
 # so such a layer is stored decompressed
-_COMPRESSED = ((b"\x1f\x8b", oci.OCI_LAYER_GZIP), (b"\x28\xb5\x2f\xfd", oci.OCI_LAYER_ZSTD),
-               (b"\xfd7zXZ\x00", None), (b"BZh", None))
+# layers compressed these ways are stored as is; xz and bzip2 (old archives) are not OCI
+# layer types, so those are stored decompressed
+_STORED_AS = {"gzip": oci.OCI_LAYER_GZIP, "zstd": oci.OCI_LAYER_ZSTD, "xz": None, "bzip2": None}
 
 
 # --- save --------------------------------------------------------------------------------
@@ -751,12 +752,13 @@ def _oci_name(annotations: dict) -> str | None:
 
 def _compression(member: _Spooled) -> tuple[bool, str | None]:
     """Whether a layer member is compressed, and the OCI media type it is stored under."""
+    from berth.layer import detect
+
     with open(member.path, "rb") as f:
-        head = f.read(8)
-    for magic, media in _COMPRESSED:
-        if head.startswith(magic):
-            return True, media
-    return False, oci.OCI_LAYER
+        kind = detect(f.read(16))
+    if kind is None:
+        return False, oci.OCI_LAYER
+    return True, _STORED_AS[kind]
 
 
 def _decompressed_copy(stage: _Stage, member: _Spooled, what: str) -> _Spooled:
