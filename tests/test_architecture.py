@@ -16,6 +16,7 @@ LAYERS = [
     {"berth.content", "berth.layer", "berth.runtime"},
     {"berth.snapshot", "berth.volume"},
     {"berth.image"},
+    {"berth.registry"},
     {"berth.container"},
     {"berth.cli"},
 ]
