@@ -18,6 +18,7 @@ LAYERS = [
     {"berth.image"},
     {"berth.registry"},
     {"berth.container"},
+    {"berth.build"},
     {"berth.cli"},
 ]
 
