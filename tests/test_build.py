@@ -616,3 +616,22 @@ def test_the_example_webapp_builds_and_serves_its_pages(fresh_berth):
     history_lines = history(fresh_berth, "webapp")
     assert history_lines[-1] == ('/bin/sh -c #(nop)  CMD ["sh" "-c" "exec httpd -f -p $PORT -h '
                                  '/www -c /etc/httpd.conf"]')
+
+
+def test_build_cache_is_a_gc_root_and_system_prune_clears_it(fresh_berth, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n")
+    fresh_berth("build", "-q", "-t", "cached:1", str(ctx))
+    # the intermediate steps' images are nobody's leftovers
+    assert fresh_berth("system", "check", check=False).returncode == 0
+    fresh_berth("rmi", "cached:1")
+    fresh_berth("image", "prune", "-f")
+    assert fresh_berth("system", "check", check=False).returncode == 0
+    again = fresh_berth.out("build", "-t", "cached:2", str(ctx))
+    assert again.count("Using cache") == 2  # the cache survived rmi and prune
+    fresh_berth("rmi", "cached:2")
+    fresh_berth("system", "prune", "-f")
+    rebuilt = fresh_berth.out("build", "-t", "cached:3", str(ctx))
+    assert "Using cache" not in rebuilt
+    assert fresh_berth("system", "check", check=False).returncode == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from berth.cli import format as fmt
@@ -90,7 +91,7 @@ def cmd_system_prune(g, argv) -> int:
     images_line = ("all images without at least one container associated to them"
                    if values["all"] else "all dangling images")
     warning = ("WARNING! This will remove:\n  - all stopped containers\n"
-               f"  - {images_line}\n  - leftovers of interrupted writes\n")
+               f"  - {images_line}\n  - all build cache\n  - leftovers of interrupted writes\n")
     if not _confirm(warning, values["force"]):
         sys.stdout.write("Total reclaimed space: 0B\n")
         return 0
@@ -112,6 +113,15 @@ def cmd_system_prune(g, argv) -> int:
         reclaimed += size
     if removed:
         sys.stdout.write("Deleted Containers:\n" + "".join(c + "\n" for c in removed) + "\n")
+    # the build cache goes too, as Docker's system prune clears it: its steps are roots of
+    # the intermediate images, which the collection below then takes
+    from berth.fsutil import remove_tree
+
+    steps = os.path.join(g.root, "build-cache", "steps")
+    if os.path.isdir(steps):
+        trash = f"{steps}.prune-{os.getpid()}"
+        os.rename(steps, trash)
+        remove_tree(trash)
     try:
         victims, report = gc.prune_images(store, everything=values["all"])
     except BerthError as exc:

@@ -41,6 +41,23 @@ class Marked(Record):
     missing: frozenset  # digests a document refers to that `read` could not give
 
 
+def build_cache_roots(root: str) -> list:
+    """The build cache's steps (<root>/build-cache/steps/*: one manifest digest each) are
+    roots too: the images of intermediate steps, which have no name. Read as data, so this
+    layer knows nothing of the builder."""
+    steps = os.path.join(root, "build-cache", "steps")
+    out = []
+    for name in os.listdir(steps) if os.path.isdir(steps) else ():
+        try:
+            with open(os.path.join(steps, name), "rb") as f:
+                digest = f.read(200).decode().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if digest.startswith("sha256:"):
+            out.append(oci.Descriptor(oci.OCI_MANIFEST, digest, 0))
+    return out
+
+
 def mark(roots, read) -> Marked:
     """Everything reachable from `roots` (descriptors of image records).
 
@@ -162,7 +179,7 @@ def sweep(store: ImageStore, candidates: Candidates | None = None,
     delete); otherwise everything unreferenced goes, and temporaries older than `started`.
     """
     records = store.records()  # a corrupt index raises here: never sweep without roots
-    marked = mark(records, _reader(store))
+    marked = mark(records + build_cache_roots(store.root), _reader(store))
     refs = container_refs(store.root)
     blobs, snapshots, temporaries = [], [], []
     for digest in (candidates.blobs if candidates else store.content.list()):
@@ -319,7 +336,7 @@ def _check(store: ImageStore, hashes: dict) -> CheckResult:
             problems.append(Problem("broken", _image_label(digest, names), fault,
                                     ("record", digest)))
 
-    marked = mark(records, _reader(store, sound))
+    marked = mark(records + build_cache_roots(store.root), _reader(store, sound))
     problems += [Problem("leftover", f"blob {d}", "referenced by no image", ("blob", d))
                  for d in sorted(sound - marked.blobs)]
 
