@@ -635,3 +635,15 @@ def test_build_cache_is_a_gc_root_and_system_prune_clears_it(fresh_berth, tmp_pa
     rebuilt = fresh_berth.out("build", "-t", "cached:3", str(ctx))
     assert "Using cache" not in rebuilt
     assert fresh_berth("system", "check", check=False).returncode == 0
+
+
+def test_image_inspect_shows_healthcheck_and_shell(fresh_berth, tmp_path):
+    ctx = tmp_path / "hc"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text('FROM busybox\nSHELL ["/bin/sh", "-ec"]\n'
+                                    "HEALTHCHECK --interval=5s --retries=2 CMD true\n")
+    fresh_berth("build", "-q", "-t", "hc", str(ctx))
+    [info] = json.loads(fresh_berth.out("image", "inspect", "hc"))
+    assert info["Config"]["Healthcheck"] == {"Test": ["CMD-SHELL", "true"],
+                                             "Interval": 5_000_000_000, "Retries": 2}
+    assert info["Config"]["Shell"] == ["/bin/sh", "-ec"]

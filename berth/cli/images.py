@@ -325,6 +325,13 @@ def image_inspect_dict(store, image) -> dict:
             "Image": "", "Volumes": c.volumes, "WorkingDir": c.working_dir or "",
             "Entrypoint": list(c.entrypoint) if c.entrypoint is not None else None,
             "OnBuild": list(c.on_build) or None, "Labels": c.labels,
+            **({"Healthcheck": {"Test": list(c.healthcheck.test),
+                                **{k: v for k, v in (("Interval", c.healthcheck.interval),
+                                                     ("Timeout", c.healthcheck.timeout),
+                                                     ("StartPeriod", c.healthcheck.start_period),
+                                                     ("Retries", c.healthcheck.retries)) if v}}}
+               if c.healthcheck else {}),
+            **({"Shell": list(c.shell)} if c.shell else {}),
             **({"StopSignal": c.stop_signal} if c.stop_signal else {}),
         },
         "Architecture": cfg.architecture,
