@@ -97,24 +97,54 @@ Options:
   -D, --debug         Show tracebacks of errors
   -v, --version       Print version information and quit
 
-Commands:
+Common Commands:
   run         Create and run a new container from an image
-  create      Create a new container
-  start       Start a created container
+  exec        Execute a command in a running container
   ps          List containers
-  rm          Remove one or more containers
-  inspect     Return low-level information on containers or images
-  import      Import the contents from a tarball to create a filesystem image
+  build       Build an image from a Dockerfile
+  pull        Download an image from a registry
+  push        Upload an image to a registry
   images      List images
-  rmi         Remove one or more images
-  tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+  login       Log in to a registry
+  logout      Log out from a registry
   version     Show the berth version information
   info        Display system-wide information
 
-Management commands:
-  image       Manage images (ls, rm, import, inspect, tag)
-  container   Manage containers (ls, rm, run, create, start, inspect)
-  system      Manage berth (info)
+Management Commands:
+  container   Manage containers
+  image       Manage images
+  volume      Manage volumes
+  network     Manage networks
+  registry    Run berth's own OCI registry (serve, gc)
+  system      Manage berth (df, prune, check, info)
+
+Commands:
+  attach      Attach local standard input, output, and error streams to a running container
+  commit      Create a new image from a container's changes
+  cp          Copy files/folders between a container and the local filesystem
+  create      Create a new container
+  diff        Inspect changes to files or directories on a container's filesystem
+  export      Export a container's filesystem as a tar archive
+  history     Show the history of an image
+  import      Import the contents from a tarball to create a filesystem image
+  inspect     Return low-level information on containers or images
+  kill        Kill one or more running containers
+  load        Load an image from a tar archive or STDIN
+  logs        Fetch the logs of a container
+  pause       Pause all processes within one or more containers
+  port        List port mappings or a specific mapping for the container
+  rename      Rename a container
+  restart     Restart one or more containers
+  rm          Remove one or more containers
+  rmi         Remove one or more images
+  save        Save one or more images to a tar archive
+  start       Start one or more stopped containers
+  stats       Display a live stream of container(s) resource usage statistics
+  stop        Stop one or more running containers
+  tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+  top         Display the running processes of a container
+  unpause     Unpause all processes within one or more containers
+  wait        Block until one or more containers stop, then print their exit codes
 
 Run 'berth COMMAND --help' for more information on a command.
 """
