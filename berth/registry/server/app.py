@@ -132,7 +132,7 @@ class Registry:
         except asyncio.CancelledError:
             pass
 
-    # -- the edge ---------------------------------------------------------------------------
+    # -- the edge --------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -157,6 +157,10 @@ class Registry:
         except ConnectionError:
             # the client went away mid-body; what it sent of an upload stays for a resume
             return web.Response(status=400)
+        except OSError as exc:  # the host's trouble (disk full, permissions): one line
+            sys.stderr.write(f"berth registry: {request.method} {request.path}: {exc}\n")
+            return _error_response(request, RegistryError(
+                "UNKNOWN", f"storage error: {exc.strerror or exc}"))
         except Exception as exc:  # a bug: keep serving, log it, answer the spec's UNKNOWN
             import traceback
 
@@ -181,7 +185,7 @@ class Registry:
         raise RegistryError("UNAUTHORIZED", "authentication required",
                             headers={"WWW-Authenticate": f'Basic realm="{REALM}"'})
 
-    # -- base, catalog, tags ---------------------------------------------------------------------
+    # -- base, catalog, tags ---------------------------------------------------------------
 
     async def base(self, request: web.Request) -> web.Response:
         return web.json_response({})
@@ -199,7 +203,7 @@ class Registry:
         page, headers = _page(tags, n, last, f"/v2/{name}/tags/list", None)
         return web.json_response({"name": name, "tags": page}, headers=headers)
 
-    # -- manifests ---------------------------------------------------------------------------------
+    # -- manifests -------------------------------------------------------------------------
 
     @staticmethod
     def _check_reference(reference: str) -> None:
@@ -285,7 +289,7 @@ class Registry:
         headers["Content-Type"] = OCI_INDEX
         return web.Response(body=body, headers=headers)
 
-    # -- blobs ---------------------------------------------------------------------------------------
+    # -- blobs -----------------------------------------------------------------------------
 
     async def get_blob(self, request: web.Request, name: str, digest: str) -> web.StreamResponse:
         check_name(name)

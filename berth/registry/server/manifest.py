@@ -37,7 +37,8 @@ class Parsed(Record):
     @property
     def references(self) -> tuple[str, ...]:
         """Every digest this manifest keeps alive: what the garbage collector marks."""
-        return self.blobs + self.manifests + self.foreign + ((self.subject,) if self.subject else ())
+        subject = (self.subject,) if self.subject else ()
+        return self.blobs + self.manifests + self.foreign + subject
 
 
 def _invalid(message: str) -> RegistryError:

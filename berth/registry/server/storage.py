@@ -1,13 +1,14 @@
 """The registry's storage on disk: blobs shared by digest, per-repository links, tags, uploads.
 
-    <root>/blobs/<alg>/<hex>                                 the bytes, verified before they land
-    <root>/repositories/<name>/_layers/<alg>/<hex>           the blob was pushed or mounted here
-    <root>/repositories/<name>/_manifests/revisions/<alg>/<hex>  the manifest is here; holds its media type
-    <root>/repositories/<name>/_manifests/tags/<tag>          holds the digest the tag points at
-    <root>/repositories/<name>/_referrers/<alg>/<subject-hex>/<digest>  a referrer's descriptor
-    <root>/uploads/<uuid>/{repo,data}                        an upload in progress (resumable)
-    <root>/tmp/                                               temporary names of atomic writes
-    <root>/lock                                               servers hold it shared, gc exclusive
+    blobs/<alg>/<hex>                         the bytes, verified before they land
+    repositories/<name>/
+        _layers/<alg>/<hex>                   the blob was pushed or mounted here
+        _manifests/revisions/<alg>/<hex>      the manifest is here; holds its media type
+        _manifests/tags/<tag>                 holds the digest the tag points at
+        _referrers/<alg>/<subject-hex>/<digest>   a referrer's descriptor (JSON)
+    uploads/<uuid>/{repo,data}                an upload in progress (resumable)
+    tmp/                                      temporary names of atomic writes
+    lock                                      servers hold it shared, gc exclusive
 
 Blobs are shared, so one push of a layer serves every repository, but a repository reads
 only what was pushed or mounted into it: its links are the access list. A name component
@@ -31,7 +32,8 @@ from berth.fsutil import remove_tree
 from berth.oci import digest as _digest
 from berth.registry.server import RegistryError
 
-NAME_RE = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 NAME_MAX = 255  # distribution's limit on a repository name
 TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -77,16 +79,14 @@ class Upload:
     """An upload in progress: its bytes on disk and, while this process has seen every byte,
     a running hash of them, so finishing a 1 GB blob does not read it all back."""
 
-    __slots__ = ("uuid", "repo", "dir", "data", "size", "started", "_hasher", "_hashed", "lock")
+    __slots__ = ("uuid", "repo", "dir", "data", "size", "_hasher", "_hashed", "lock")
 
     def __init__(self, uuid: str, repo: str, directory: str) -> None:
         self.uuid = uuid
         self.repo = repo
         self.dir = directory
         self.data = os.path.join(directory, "data")
-        st = os.stat(self.data)
-        self.size = st.st_size
-        self.started = os.stat(os.path.join(directory, "repo")).st_mtime
+        self.size = os.stat(self.data).st_size
         self._hasher = None
         self._hashed = -1  # no running hash yet: made on the first append at offset 0
         self.lock = None   # the server's asyncio.Lock that serialises requests on this upload
@@ -102,11 +102,15 @@ class Upload:
 
             self._hasher, self._hashed = hashlib.sha256(), 0
         total = sum(len(c) for c in chunks)
-        written = os.writev(fd, chunks)
-        if written < total:  # a short write (disk full is an error, not a short write)
-            rest = b"".join(chunks)[written:]
-            while rest:
-                rest = rest[os.write(fd, rest):]
+        try:
+            written = os.writev(fd, chunks)
+            if written < total:
+                rest = b"".join(chunks)[written:]
+                while rest:
+                    rest = rest[os.write(fd, rest):]
+        except OSError:
+            os.ftruncate(fd, self.size)  # disk full: the upload stays what was acknowledged
+            raise
         if self._hashed == self.size:
             for chunk in chunks:
                 self._hasher.update(chunk)
@@ -139,7 +143,7 @@ class Storage:
             os.makedirs(os.path.join(self.root, sub), exist_ok=True)
         self._tmp = os.path.join(self.root, "tmp")
 
-    # -- paths ---------------------------------------------------------------------------
+    # -- paths -----------------------------------------------------------------------------
 
     def blob_path(self, digest: str) -> str:
         alg, hexpart = check_digest(digest)
@@ -193,7 +197,7 @@ class Storage:
             finally:
                 os.close(dfd)
 
-    # -- blobs -------------------------------------------------------------------------------
+    # -- blobs -----------------------------------------------------------------------------
 
     def blob_size(self, digest: str) -> int | None:
         try:
@@ -233,7 +237,7 @@ class Storage:
             raise RegistryError("BLOB_UNKNOWN", f"blob unknown to registry: {digest}",
                                 detail={"digest": digest}) from None
 
-    # -- uploads -------------------------------------------------------------------------------
+    # -- uploads ---------------------------------------------------------------------------
 
     def new_upload(self, name: str) -> Upload:
         import uuid as _uuid
@@ -313,7 +317,7 @@ class Storage:
                 os.unlink(entry.path)
         return removed
 
-    # -- manifests and tags --------------------------------------------------------------------
+    # -- manifests and tags ----------------------------------------------------------------
 
     def missing_references(self, name: str, blobs, manifests) -> str | None:
         """The first of the digests a manifest needs that `name` does not hold, or None."""
@@ -478,7 +482,7 @@ class Storage:
             out += [f"{alg}:{h}" for h in sorted(os.listdir(os.path.join(base, alg)))]
         return out
 
-    # -- the lock between servers and the collector ---------------------------------------------
+    # -- the lock between servers and the collector ----------------------------------------
 
     def lock(self, exclusive: bool) -> int | None:
         """Hold the root's lock (shared for a server, exclusive for gc); None if it is taken.

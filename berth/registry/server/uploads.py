@@ -25,7 +25,8 @@ from berth.registry.server import RegistryError
 from berth.registry.server.storage import Storage, Upload, check_digest, check_name
 
 READ_AHEAD = 4 << 20  # bytes of a request body buffered ahead of the disk, per upload
-BATCH = 4 << 20       # at most this much of a body goes to the writer thread at once
+MIN_BATCH = 1 << 20   # the writer thread gets at least this much at once (until the end)
+BATCH = 4 << 20       # and at most this much, when it was still busy with the last batch
 BATCH_CHUNKS = 512    # and in at most this many pieces (writev takes up to IOV_MAX, 1024)
 
 
@@ -90,11 +91,18 @@ class Uploads:
         self._open.pop(uuid, None)
         return self._remember(self.storage.get_upload(name, uuid))
 
+    @staticmethod
+    def _still_open(upload: Upload) -> None:
+        """After waiting for a session's lock: the request before may have finished it."""
+        if not os.path.isdir(upload.dir):
+            raise RegistryError("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry: "
+                                f"{upload.uuid}", detail={"uuid": upload.uuid})
+
     def _drop(self, upload: Upload) -> None:
         self._open.pop(upload.uuid, None)
         self.storage.cancel_upload(upload)
 
-    # -- the handlers ------------------------------------------------------------------------
+    # -- the handlers ----------------------------------------------------------------------
 
     async def start(self, request: web.Request, name: str) -> web.Response:
         check_name(name)
@@ -134,6 +142,7 @@ class Uploads:
         check_name(name)
         upload = self._session(name, uuid)
         async with upload.lock:
+            self._still_open(upload)
             await self._append(request, upload)
         return web.Response(status=202, headers=_session_headers(upload))
 
@@ -146,6 +155,7 @@ class Uploads:
         check_digest(digest)
         upload = self._session(name, uuid)
         async with upload.lock:
+            self._still_open(upload)
             if request.can_read_body:
                 await self._append(request, upload)
             try:
@@ -159,10 +169,11 @@ class Uploads:
         check_name(name)
         upload = self._session(name, uuid)
         async with upload.lock:
+            self._still_open(upload)
             self._drop(upload)
         return web.Response(status=204)
 
-    # -- bodies ----------------------------------------------------------------------------------
+    # -- bodies ----------------------------------------------------------------------------
 
     async def _append(self, request: web.Request, upload: Upload) -> None:
         """Append the request's body to `upload`, honouring a Content-Range (contiguous only)."""
@@ -193,10 +204,11 @@ class Uploads:
 
     async def _receive(self, request: web.Request, upload: Upload) -> int:
         """Stream the body onto the upload. A thread writes and hashes one batch of chunks
-        while the loop gathers the next: an idle writer gets what has arrived at once, a
-        busy one lets the batch grow (to BATCH), so thread hand-offs stay few and the
-        bytes are copied once, by writev, with at most two batches in memory. (hashlib
-        and os.writev release the GIL: both cores work.)"""
+        while the loop gathers the next. Batches are at least MIN_BATCH (clients send
+        32-64 KiB at a time, and a hand-off to a thread per piece cost more CPU than the
+        hashing), grow to BATCH while the writer is busy, and are written with one writev:
+        the bytes are copied once, with at most two batches in memory. (hashlib and
+        os.writev release the GIL: both cores work.)"""
         content = request.content
         content.set_read_chunk_size(READ_AHEAD)
         loop = asyncio.get_running_loop()
@@ -212,8 +224,9 @@ class Uploads:
                 if data:
                     batch.append(data)
                     batched += len(data)
-                    if (pending is not None and not pending.done() and batched < BATCH
-                            and len(batch) < BATCH_CHUNKS):
+                    if len(batch) < BATCH_CHUNKS and (
+                            batched < MIN_BATCH or (batched < BATCH and pending is not None
+                                                    and not pending.done())):
                         continue
                 elif not content.at_eof():
                     # (b"", True): a chunk of a chunked body ended after its data was read.
