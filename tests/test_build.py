@@ -249,12 +249,19 @@ def test_no_cache_rebuilds_every_step(fresh_berth, tmp_path):
     assert built_id(out) != first
 
 
-def test_cache_survives_only_while_its_blobs_exist(fresh_berth, tmp_path):
+def test_cache_outlives_rmi_and_goes_with_system_prune(fresh_berth, tmp_path):
+    # like BuildKit's cache (not the classic builder's intermediate images): the steps are
+    # roots of their own, so rmi keeps them, and system prune clears them
     ctx = write(tmp_path / "ctx", {"Dockerfile": CACHED, "first.txt": "1\n", "second.txt": "2\n"})
     fresh_berth("build", "-t", "gone", ctx)
     fresh_berth("rmi", "gone")
     out = fresh_berth.out("build", "-t", "gone", ctx)
-    assert not steps(out)[-1][1]  # the final image's blobs were removed: rebuilt
+    assert all(hit for _t, hit in steps(out))
+    assert run(fresh_berth, "gone") == "2\n"
+    fresh_berth("rmi", "gone")
+    fresh_berth("system", "prune", "-f")
+    out = fresh_berth.out("build", "-t", "gone", ctx)
+    assert not steps(out)[-1][1]  # the cache and its blobs are gone: rebuilt
     assert run(fresh_berth, "gone") == "2\n"
 
 
