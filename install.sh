@@ -11,7 +11,7 @@ apt-get update -q
 # busybox-static: the offline base image; libseccomp2: seccomp compiler; python3-venv: the venv
 apt-get install -y -q --no-install-recommends \
     python3 python3-venv busybox-static libseccomp2 ca-certificates tar gzip xz-utils \
-    gcc libc6-dev
+    gcc libc6-dev iproute2 nftables iptables containernetworking-plugins
 # Debian's interpreter, not whatever python3 is first on PATH: the venv must outlive shells
 /usr/bin/python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check '.[test]'

@@ -80,6 +80,7 @@ class Berth:
         ids = self("ps", "-aq", "--no-trunc", check=False).stdout.decode().split()
         if ids:
             self("rm", "-f", *ids, check=False)
+        self("network", "prune", "-f", check=False)
         from berth.container import client
 
         client.stop_hub(self.root)

@@ -14,7 +14,7 @@ LAYERS = [
     {"berth.errors", "berth.fsutil", "berth.ipc", "berth.trace"},
     {"berth.oci", "berth.linux"},
     {"berth.content", "berth.layer", "berth.runtime"},
-    {"berth.snapshot", "berth.volume"},
+    {"berth.snapshot", "berth.volume", "berth.network"},
     {"berth.image"},
     {"berth.registry"},
     {"berth.container"},

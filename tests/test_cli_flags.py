@@ -355,11 +355,13 @@ def test_cpus_out_of_range_is_rejected(cpus):
         build_options(defaults(cpus=cpus), [])
 
 
-def test_bridge_network_is_the_default_one_and_unknown_networks_are_rejected():
+def test_bridge_network_is_the_default_one_and_network_names_are_checked_at_create():
     assert build_options(defaults(network="bridge"), [])[0].network == "default"
     assert build_options(defaults(network="host"), [])[0].network == "host"
-    with pytest.raises(InvalidArgument, match="network mynet not found"):
-        build_options(defaults(network="mynet"), [])
+    # a user network is looked up when the container is created, not by the flag parser
+    assert build_options(defaults(network="mynet"), [])[0].network == "mynet"
+    with pytest.raises(InvalidArgument, match="network my/net not found"):
+        build_options(defaults(network="my/net"), [])
 
 
 def test_bare_env_name_takes_the_callers_value_or_is_dropped(monkeypatch):

@@ -148,7 +148,8 @@ def test_wait_prints_the_exit_code(fresh_berth):
 
 
 def test_exec_joins_the_containers_namespaces_with_its_security(fresh_berth):
-    fresh_berth("run", "-d", "--name", "host", "--hostname", "inside", "busybox", "sleep", "100")
+    fresh_berth("run", "-d", "--name", "host", "--hostname", "inside", "--network", "none",
+                "busybox", "sleep", "100")
     pid1 = _state(fresh_berth, "host")["Pid"]
     out = fresh_berth.out("exec", "host", "sh", "-c",
                           "hostname; ps -o pid,comm | grep -c sleep; ls /sys/class/net; "

@@ -31,7 +31,7 @@ def test_rm_flag_leaves_nothing(fresh_berth):
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["no-such-image"], 125, b"Unable to find image 'no-such-image:latest' locally"),
+    (["--pull", "never", "no-such-image"], 125, b"No such image: no-such-image:latest"),
     (["busybox", "no-such-command"], 127, b"executable file not found"),
     (["-u", "ghost", "busybox", "true"], 125, b"unable to find user ghost"),
     (["--memory", "64x", "busybox", "true"], 125, b"invalid size"),
@@ -49,6 +49,21 @@ def test_failed_runs_leave_nothing_behind(fresh_berth, args, code, message):
     assert b"Traceback" not in proc.stderr
     assert _snapshot(fresh_berth) == before
     assert not berth_mounts(fresh_berth.root)
+
+
+def test_a_missing_image_is_pulled_and_a_failed_pull_leaves_nothing(fresh_berth, tmp_path):
+    # a registries.json mirror on a closed port: the pull fails at once, never the internet
+    (tmp_path / "registries.json").write_text('{"mirrors": {"docker.io": ["http://127.0.0.1:9"]},'
+                                              ' "endpoints": {"docker.io": "http://127.0.0.1:9"}}')
+    env = dict(fresh_berth.env, BERTH_REGISTRIES_CONFIG=str(tmp_path / "registries.json"))
+    before = _snapshot(fresh_berth)
+    proc = subprocess.run(fresh_berth.cmd("run", "--rm", "no-such-image"), env=env,
+                          capture_output=True, timeout=120)
+    lines = proc.stderr.decode().splitlines()
+    assert proc.returncode == 125
+    assert lines[0] == "Unable to find image 'no-such-image:latest' locally"  # as Docker says
+    assert len(lines) == 2 and lines[1].startswith("berth: ")
+    assert _snapshot(fresh_berth) == before
 
 
 def test_failed_run_without_rm_keeps_a_record_like_docker(fresh_berth):

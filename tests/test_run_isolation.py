@@ -46,7 +46,8 @@ def test_hostname_change_inside_is_invisible_on_the_host(berth):
 
 
 def test_network_namespace_has_only_loopback_and_it_is_up(berth):
-    out = berth.out("run", "--rm", "busybox", "sh", "-c", "ls /sys/class/net; ip -o link")
+    out = berth.out("run", "--rm", "--network", "none", "busybox", "sh", "-c",
+                    "ls /sys/class/net; ip -o link")
     lines = out.split()
     assert lines[0] == "lo" and "eth0" not in out
     assert "UP" in out.split("lo:", 1)[1]

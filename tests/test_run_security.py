@@ -68,7 +68,7 @@ def test_privileged_has_every_capability_and_no_masks(berth):
 
 
 def test_privileged_still_has_private_namespaces(berth):
-    out = berth.out("run", "--rm", "--privileged", "busybox", "sh", "-c",
+    out = berth.out("run", "--rm", "--privileged", "--network", "none", "busybox", "sh", "-c",
                     "ps -o pid,comm; ls /sys/class/net")
     lines = out.strip().splitlines()
     assert lines[0].split() == ["PID", "COMMAND"]

@@ -170,6 +170,25 @@ def _created_at(ts: str) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(t))
 
 
+def ports_text(r: dict) -> str:
+    """docker ps's PORTS: 0.0.0.0:8080->80/tcp for a published port, 80/tcp for one only
+    exposed; a stopped container shows none."""
+    out = []
+    ports = (r.get("NetworkSettings") or {}).get("Ports") or {}
+
+    def order(key: str) -> tuple:
+        port, _, proto = key.partition("/")
+        return (int(port) if port.isdigit() else 0, proto)
+
+    for key in sorted(ports, key=order):
+        bindings = ports[key]
+        if not bindings:
+            out.append(key)
+        for b in bindings or ():
+            out.append(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}->{key}")
+    return ", ".join(out)
+
+
 def ps_context(r: dict, no_trunc: bool) -> dict:
     """The fields a `ps --format` template sees, as strings the docker CLI would print."""
     image = r["Config"]["Image"]
@@ -186,14 +205,15 @@ def ps_context(r: dict, no_trunc: bool) -> dict:
         "CreatedAt": _created_at(r["Created"]),
         "RunningFor": fmt.ago(r["Created"]),
         "Status": status_text(r["State"]),
-        "Ports": "",
+        "Ports": ports_text(r),
         "Names": r["Name"].lstrip("/"),
         "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
         "Label": lambda key: labels.get(key, ""),
         "Mounts": ",".join(mounts),
         "State": r["State"]["Status"],
         "Size": "0B",
-        "Networks": "" if network == "none" else network,
+        "Networks": "" if network == "none" else
+        ",".join((r.get("NetworkSettings") or {}).get("Networks") or ()) or network,
         "LocalVolumes": str(sum(1 for m in r.get("Mounts") or () if m.get("Type") == "volume")),
     }
 

@@ -6,7 +6,7 @@ import os
 import sys
 
 from berth.cli.flags import BOOL, LIST, VALUE, Flag, UsageError, parse, usage
-from berth.errors import BerthError, FailedPrecondition, InvalidArgument
+from berth.errors import BerthError, FailedPrecondition, InvalidArgument, NotFound
 
 CREATE_FLAGS = (
     Flag(("-i", "--interactive"), BOOL, "Keep STDIN open even if not attached"),
@@ -77,6 +77,9 @@ CREATE_FLAGS = (
     Flag(("--health-start-period",), VALUE, "Start period for the container to initialize"),
     Flag(("--health-retries",), VALUE, "Consecutive failures needed to report unhealthy", "int"),
     Flag(("--no-healthcheck",), BOOL, "Disable any container-specified HEALTHCHECK"),
+    Flag(("--pull",), VALUE, 'Pull image before running ("always", "missing", "never")',
+         default="missing"),
+    Flag(("--platform",), VALUE, "Set platform if server is multi-platform capable"),
 )
 RUN_FLAGS = CREATE_FLAGS + (
     Flag(("-d", "--detach"), BOOL, "Run container in background and print container ID"),
@@ -621,10 +624,13 @@ def cmd_create(g, argv: list[str]) -> int:
     parsed = _parse_create(g, argv, CREATE_FLAGS, "create")
     if parsed is None:
         return 0
-    _values, opts, image_ref, create_args = parsed
+    values, opts, image_ref, create_args = parsed
     containers = _containers(g)
-    record = containers.create(containers.resolve_image(image_ref), opts, image_ref=image_ref,
-                               **create_args)
+    from berth.registry.pull import ensure_image
+
+    image = ensure_image(containers.images, image_ref, values["pull"], sys.stderr,
+                         platform=values["platform"])
+    record = containers.create(image, opts, image_ref=image_ref, **create_args)
     sys.stdout.write(record["Id"] + "\n")
     return 0
 
@@ -640,8 +646,28 @@ def cmd_run(g, argv: list[str]) -> int:
 
     message = {"op": "run", "image": image_ref, "opts": options_to_dict(opts),
                "create": create_args}
+    if values["pull"] != "missing":  # "always" pulls first; a bad value is refused here
+        _pull(g, image_ref, values)
+    try:
+        return session(client.hub(g.root), dict(message), tty=opts.tty,
+                       interactive=opts.interactive, detach=values["detach"],
+                       sig_proxy=values["sig_proxy"])
+    except NotFound as exc:
+        # as Docker's CLI does: the engine says the image is missing, the CLI pulls it and
+        # asks again; an image that is present costs nothing extra
+        if values["pull"] != "missing" or not str(exc).startswith("Unable to find image"):
+            raise
+    _pull(g, image_ref, values)
     return session(client.hub(g.root), message, tty=opts.tty, interactive=opts.interactive,
                    detach=values["detach"], sig_proxy=values["sig_proxy"])
+
+
+def _pull(g, image_ref: str, values: dict) -> None:
+    from berth.image import ImageStore
+    from berth.registry.pull import ensure_image
+
+    ensure_image(ImageStore(g.root), image_ref, values["pull"], sys.stderr,
+                 platform=values["platform"])
 
 
 def cmd_start(g, argv: list[str]) -> int:

@@ -247,6 +247,113 @@ class Containers:
             raise errors.NotFound(f"Unable to find image '{shown}' locally; import or pull it "
                                   "first") from None
 
+    # --- networks --------------------------------------------------------------------
+
+    def networks(self):
+        from berth.network.service import Networks
+
+        return Networks(self.root)
+
+    def _network_of(self, opts: specmod.RunOptions) -> tuple[dict | None, dict | None]:
+        """(the network record the container joins, the container whose namespace it
+        shares): both looked up at create, so a missing one fails `create`, as in Docker."""
+        if opts.network.startswith("container:"):
+            return None, self.get(opts.network.partition(":")[2])
+        network = self.networks().get("bridge" if opts.network == "default" else opts.network)
+        if opts.ip is not None:
+            from berth.network import ipam
+
+            subnet, gateway = network["IPAM"]["Config"][0]["Subnet"], \
+                network["IPAM"]["Config"][0]["Gateway"]
+            net, prefixlen = ipam.parse_subnet(subnet)
+            if not ipam.usable(net, prefixlen, ipam.parse_ip(opts.ip)) or opts.ip == gateway:
+                raise errors.InvalidArgument(f"no configured subnet or ip-range contain the IP "
+                                             f"address {opts.ip}")
+        return network, None
+
+    def _write_resolv_and_hosts(self, paths: dict, opts: specmod.RunOptions,
+                                network: dict | None, joined: dict | None) -> None:
+        if joined is not None:  # --network container:X sees X's files, copied on each start
+            for name in ("resolv.conf", "hosts"):
+                _copy_text(joined.get("ResolvConfPath" if name == "resolv.conf" else
+                                      "HostsPath") or "", paths[name])
+            return
+        host_net = opts.network == "host"
+        try:
+            with open("/etc/resolv.conf") as f:
+                host_resolv = f.read()
+        except OSError:
+            host_resolv = ""
+        user_net = network is not None and network["Driver"] == "bridge" and \
+            network["Name"] != "bridge"
+        gateway = network["IPAM"]["Config"][0]["Gateway"] \
+            if network is not None and network["IPAM"]["Config"] else None
+        _write(paths["resolv.conf"], netset.resolv_text(
+            host_resolv, nameservers=opts.dns, search=opts.dns_search, options=opts.dns_options,
+            keep_loopback=host_net, embedded=gateway if user_net else None))
+        base = HOSTS_BASE
+        if host_net:
+            try:
+                with open("/etc/hosts") as f:
+                    base = f.read()
+            except OSError:
+                pass
+        _write(paths["hosts"], netset.hosts_text(base, opts.extra_hosts, gateway, []))
+
+    def _release_network(self, cid: str, record: dict | None = None, exited: bool = False):
+        """The container stopped: give back its addresses, ports and interfaces. Returns
+        the record update that shows it stopped (None: it held nothing).
+
+        `exited`: its PID 1 has just been reaped, so its network namespace dies with it and
+        takes the veth pairs along -- unless containers started with --network container:
+        it still run in it; only then are the interfaces deleted here, as Docker does.
+        """
+        from berth.network import endpoints as netep
+
+        if record is None:
+            try:
+                record = self.store.read(cid)
+            except errors.NotFound:
+                return None
+        held = record.get("Berth", {}).get("Endpoints")
+        if not held:
+            return None
+        shared = any(self._runs(j) for j in record["Berth"].get("NetJoiners") or ())
+        netep.down(self.networks(), cid, held, delete_links=not exited or shared)
+        return netep.stopped_update(held)
+
+    def _runs(self, cid: str) -> bool:
+        try:
+            return self.running(self.store.read(cid))
+        except errors.NotFound:
+            return False
+
+    def connect(self, ref: str, network_ref: str, aliases=(), ip: str | None = None) -> None:
+        """network connect: a running container gets its interface now, a stopped one on
+        its next start."""
+        from berth.network import endpoints as netep
+
+        networks = self.networks()
+        network = networks.get(network_ref)
+        cid = self.store.lookup(ref)
+        running = self.running(self.store.read(cid))
+        with self.store.lock(cid):
+            record = self.store.read(cid)
+            pid = record["State"]["Pid"] if running else None
+            netep.connect(networks, record, network, aliases, ip, pid or None)
+            self.store.write(record)
+
+    def disconnect(self, ref: str, network_ref: str) -> None:
+        from berth.network import endpoints as netep
+
+        networks = self.networks()
+        network = networks.get(network_ref)
+        cid = self.store.lookup(ref)
+        with self.store.lock(cid):
+            record = self.store.read(cid)
+            netep.disconnect(networks, record, network)
+            self.store.write(record)
+
     def _build(self, image: Image, opts: specmod.RunOptions, cid: str, name: str, cdir: str,
                lowerdirs: list[str], image_ref: str | None, auto_remove: bool,
                seccomp_profile_text: str | None) -> dict:
@@ -359,15 +466,25 @@ class Containers:
             return rt.Spec.from_json(f.read())
 
     def _start(self, record: dict, proc, spec: rt.Spec | None = None) -> None:
+        from berth.network import endpoints as netep
+
         cid = record["Id"]
         cdir = self.store.dir(cid)
+        joined: list[dict] = []  # endpoints made by the on_pid hook, undone if the start fails
+        published: list = []
         try:
-            spec = spec or self.spec_of(cid)
+            spec = self._joined_namespace(record, spec or self.spec_of(cid))
             lowerdirs = self.images.snapshots.lowerdirs(record["Berth"]["ImageChain"])
             mount = overlay_mount(lowerdirs, os.path.join(cdir, "diff"), os.path.join(cdir, "work"))
-            pid = proc.start(spec, (mount,))
+            hook = None
+            if netep.wanted(record):
+                def hook(pid: int) -> None:
+                    netep.up(self.networks(), record, pid, joined, published)
+            pid = proc.start(spec, (mount,), on_pid=hook)
         except BaseException as exc:
             proc.abort()
+            if joined:
+                netep.down(self.networks(), cid, joined)
             if record["HostConfig"].get("AutoRemove"):
                 self.remove(cid, force=True)  # --rm: a container that never ran goes too
             elif isinstance(exc, errors.BerthError):
@@ -379,12 +496,46 @@ class Containers:
         self._set_state(cid, Status="running", Running=True, Paused=False, Restarting=False,
                         Pid=pid, ExitCode=0, Error="", OOMKilled=False, StartedAt=now_rfc3339(),
                         FinishedAt=ZERO_TIME, _monitor=[os.getpid(), _proc_start(os.getpid())],
-                        _berth={"Process": [pid, _proc_start(pid)], "ManuallyStopped": False})
+                        _berth={"Process": [pid, _proc_start(pid)], "ManuallyStopped": False},
+                        _update=netep.running_update(joined, published, pid) if joined else None)
+
+    def _joined_namespace(self, record: dict, spec: rt.Spec) -> rt.Spec:
+        """--network container:X: X's network namespace as it is now, and X's resolv.conf
+        and hosts; X must run, as Docker requires."""
+        mode = record["HostConfig"].get("NetworkMode") or ""
+        if not mode.startswith("container:"):
+            return spec
+        from berth.oci.record import replace
+
+        ref = mode.partition(":")[2]
+        try:
+            target = self.get(ref)
+        except errors.NotFound:
+            raise errors.NotFound(f"cannot join network of container {ref[:12]}: no such "
+                                  "container") from None
+        if not target["State"]["Running"] or not target["State"]["Pid"]:
+            raise errors.Conflict(f"cannot join network of a non running container: {ref[:12]}")
+        path = f"/proc/{target['State']['Pid']}/ns/net"
+        with self.store.lock(target["Id"]):  # so X's stop knows its namespace is shared
+            shared = self.store.read(target["Id"])
+            joiners = shared["Berth"].setdefault("NetJoiners", [])
+            if record["Id"] not in joiners:
+                joiners.append(record["Id"])
+                self.store.write(shared)
+        for name, key in (("resolv.conf", "ResolvConfPath"), ("hosts", "HostsPath")):
+            _copy_text(target.get(key) or "", record[key])
+        namespaces = tuple(replace(ns, path=path) if ns.type == "network" else ns
+                           for ns in spec.linux.namespaces)
+        return replace(spec, linux=replace(spec.linux, namespaces=namespaces))
 
     def finish(self, cid: str, status) -> None:
+        trace("finish")
+        released = self._release_network(cid, exited=True)
+        trace("finish: network released")
         self._set_state(cid, Status="exited", Running=False, Paused=False, Restarting=False,
                         Pid=0, ExitCode=status.code, OOMKilled=status.oom_killed,
-                        FinishedAt=now_rfc3339(), _monitor=None, _berth={"Process": None})
+                        FinishedAt=now_rfc3339(), _monitor=None, _berth={"Process": None},
+                        _update=released)
 
     def mark_restarting(self, cid: str) -> None:
         """The monitor waits out a restart back-off: Docker shows "Restarting (N)"."""
@@ -462,10 +613,11 @@ class Containers:
                 return record  # still running; only its monitor is gone
             cid = record["Id"]
             self._remove_stale_cgroup(cid)
+            released = self._release_network(cid, record)
             self._set_state(cid, Status="exited", Running=False, Paused=False, Restarting=False,
                             Pid=0, ExitCode=137 if state["Running"] else state["ExitCode"],
                             Error=MONITOR_DIED, FinishedAt=now_rfc3339(), _monitor=None,
-                            _berth={"Process": None})
+                            _berth={"Process": None}, _update=released)
             record = self.store.read(cid)
         return record
 
@@ -505,6 +657,7 @@ class Containers:
                     f"cannot remove container \"{record['Name']}\": container is running: stop the "
                     "container before removing or force remove")
             self.kill_and_wait(record)
+        self._release_network(cid)  # held still if its monitor died mid-way
         with self.store.lock(cid):
             self.store.delete(cid, record["Name"].lstrip("/"))
         if volumes is None:
@@ -712,6 +865,15 @@ def _host_config(opts: specmod.RunOptions, auto_remove: bool, network_mode: str 
         "OomScoreAdj": opts.oom_score_adj or 0,
         "GroupAdd": list(opts.group_add) or None,
     }
+
+
+def _copy_text(source: str, dest: str) -> None:
+    try:
+        with open(source) as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    _write(dest, text)
 
 
 def _write(path: str, text: str) -> None:

@@ -55,7 +55,7 @@ class PullResult(Record):
 
 
 def pull(images, ref_text: str, *, platform: str | None = None, progress: Progress | None = None,
-         cfg=None) -> PullResult:
+         cfg=None, say_default_tag: bool = True) -> PullResult:
     """Pull `ref_text` into `images` (an ImageStore); print Docker's progress to `progress`."""
     from berth.registry import config as _config
     from berth.registry.client import Transport
@@ -66,8 +66,8 @@ def pull(images, ref_text: str, *, platform: str | None = None, progress: Progre
     explicit = want is not None
     want = want or oci.host_platform()
     cfg = cfg or _config.load(images.root)
-    if "@" not in ref_text and ":" not in ref_text.rpartition("/")[2]:
-        progress.message(f"Using default tag: {ref.tag}")
+    if say_default_tag and "@" not in ref_text and ":" not in ref_text.rpartition("/")[2]:
+        progress.message(f"Using default tag: {ref.tag}")  # `pull` says it; `run` does not
     transport = Transport()
     try:
         reg, resolved = _first_serving(cfg, ref.registry, transport,
@@ -489,7 +489,8 @@ def ensure_image(images, ref_text: str, policy: str, out, *, platform: str | Non
                 raise NotFound(f"No such image: {_shown(ref_text)}") from None
         out.write(f"Unable to find image '{_shown(ref_text)}' locally\n")
         out.flush()
-    return pull(images, ref_text, platform=platform, progress=Progress(out, quiet=quiet)).image
+    return pull(images, ref_text, platform=platform, progress=Progress(out, quiet=quiet),
+                say_default_tag=False).image
 
 
 def _shown(text: str) -> str:

@@ -371,7 +371,10 @@ class ContainerProcess:
                                     struct.pack("HHHH", rows, cols, 0, 0))
                 if on_pid is not None:
                     on_pid(self.pid)
-                os.write(pipes.go_w, b"g")
+                try:
+                    os.write(pipes.go_w, b"g")
+                except BrokenPipeError:
+                    pass  # B died in its own set-up; the error pipe says why
             pipes.close("go_w", "con_parent")
             trace("runtime: go sent")
             failure = _read_all(pipes.err_r)
