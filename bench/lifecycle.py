@@ -439,7 +439,7 @@ def report(args, order, versions, skipped, start_samples, t_all, memory, exec_sa
         print(f"  {n}: skipped: {why}")
 
     start_stats = summarize(start_samples)
-    print(f"\nStart, per container (ms; whole `run -d` process, tools taking turns):")
+    print("\nStart, per container (ms; whole `run -d` process, tools taking turns):")
     print(f"  {'tool':<{w}} | {'median':>7} | {'min':>7} | {'max':>7} | {'first':>7} | {'total s':>7}")
     print(f"  {'-' * w}-+-{'-' * 7}-+-{'-' * 7}-+-{'-' * 7}-+-{'-' * 7}-+-{'-' * 7}")
     for n in order:

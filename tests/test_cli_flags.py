@@ -1,4 +1,4 @@
-"""berth.cli.flags (docker-style argv parsing) and the pure helpers of berth.cli.run.
+"""berth.cli.flags (docker-style argv parsing) and the pure helpers of berth.cli.runopts.
 
 The rules are the docker CLI's (spf13/pflag with SetInterspersed(false) for run/create),
 and the value parsers follow docker's (go-units RAMInBytes, opts.ParseUlimit, volume specs).
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from berth.cli.flags import BOOL, LIST, VALUE, Flag, UsageError, parse
-from berth.cli.run import (
+from berth.cli.runopts import (
     RUN_FLAGS,
     build_options,
     parse_security_opts,

@@ -287,7 +287,8 @@ def cmd_exec(g, argv) -> int:
         raise UsageError('"berth exec" requires at least 2 arguments.')
     if values["tty"] and values["interactive"] and not os.isatty(0):
         raise InvalidArgument("the input device is not a TTY")
-    from berth.cli.run import FORWARDED, _env_item, parse_env_file
+    from berth.cli.run import FORWARDED
+    from berth.cli.runopts import _env_item, parse_env_file
     from berth.container.execute import run_exec
 
     env = []

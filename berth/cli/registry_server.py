@@ -65,7 +65,7 @@ def cmd_registry_serve(g, argv) -> int:
     host, port = _address(values["addr"])
     max_upload = None
     if values["max_upload"]:
-        from berth.cli.run import parse_size
+        from berth.cli.runopts import parse_size
 
         max_upload = parse_size(values["max_upload"], "--max-upload")
         if max_upload <= 0:

@@ -364,7 +364,6 @@ class Containers:
         user = users.resolve(opts.user if opts.user is not None else cfg.user, 
                              passwd.decode(errors="replace") if passwd else None,
                              group.decode(errors="replace") if group else None, opts.group_add)
-        host_net = opts.network == "host"
         network, joined = self._network_of(opts)
         paths = {n: os.path.join(cdir, n) for n in ("hostname", "hosts", "resolv.conf")}
         ctx = specmod.Context(
@@ -476,11 +475,10 @@ class Containers:
             spec = self._joined_namespace(record, spec or self.spec_of(cid))
             lowerdirs = self.images.snapshots.lowerdirs(record["Berth"]["ImageChain"])
             mount = overlay_mount(lowerdirs, os.path.join(cdir, "diff"), os.path.join(cdir, "work"))
-            hook = None
-            if netep.wanted(record):
-                def hook(pid: int) -> None:
-                    netep.up(self.networks(), record, pid, joined, published)
-            pid = proc.start(spec, (mount,), on_pid=hook)
+            def network_up(pid: int) -> None:
+                netep.up(self.networks(), record, pid, joined, published)
+
+            pid = proc.start(spec, (mount,), on_pid=network_up if netep.wanted(record) else None)
         except BaseException as exc:
             proc.abort()
             if joined:

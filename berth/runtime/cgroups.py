@@ -134,7 +134,6 @@ class Cgroup:
             raise
 
     def _create_v2(self) -> None:
-        path = self.dirs[""]
         # every ancestor must delegate the controllers we use
         parts = self.rel.split("/")
         cur = self.layout.unified
