@@ -262,7 +262,7 @@ def cmd_attach(g, argv) -> int:
     cfg = record["Config"]
     interactive = cfg.get("OpenStdin", False) and not values["no_stdin"]
     return session(client.monitor(g.root, record["Id"]), {"op": "attach"}, tty=cfg["Tty"],
-                   interactive=interactive, detach=False, sig_proxy=values["sig_proxy"])
+                   interactive=interactive, detach=False, sig_proxy=values["sig_proxy"], hub=False)
 
 
 EXEC_FLAGS = (

@@ -142,7 +142,7 @@ FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SI
 
 
 def session(sock, message: dict, *, tty: bool, interactive: bool, detach: bool, sig_proxy: bool,
-            quiet: bool = False) -> int:
+            quiet: bool = False, hub: bool = True) -> int:
     """Send a run/start/attach request to a monitor (through the hub) and follow it.
 
     Detached: print the container's ID once it runs. Attached: the monitor writes the
@@ -183,7 +183,7 @@ def session(sock, message: dict, *, tty: bool, interactive: bool, detach: bool, 
             handlers[sig] = signal.signal(sig, forward)
     saved = None
     try:
-        wire.send(sock, message, fds)
+        wire.send(sock, message, fds, binary=hub)  # a monitor may be berth-shim: JSON
         event = _next_event(sock)
         if event.get("event") == "error":
             raise _error(event)

@@ -473,9 +473,8 @@ def parse_network_flags(v: dict) -> dict:
 
     Whether a named network exists is the engine's question (at create), not the CLI's.
     """
-    from berth.network import ipam, ports
-    from berth.network.store import NAME_RE
-
+    # each network module only when its flag is given: the common run has none of them,
+    # and berth.network.store alone would import json and re
     network = v["network"] or "default"
     if network == "bridge":
         network = "default"
@@ -489,8 +488,15 @@ def parse_network_flags(v: dict) -> dict:
                                                           v["publish_all"])):
             if given:
                 raise InvalidArgument(f"conflicting options: {flag} and the network mode")
-    elif user_network and not NAME_RE.match(network):
-        raise InvalidArgument(f"network {network} not found")
+    elif user_network:
+        from berth.network.store import NAME_RE
+
+        if not NAME_RE.match(network):
+            raise InvalidArgument(f"network {network} not found")
+    if v["ip"] is not None or v["add_host"] or v["dns"]:
+        from berth.network import ipam
+    if v["publish"] or v["expose"]:
+        from berth.network import ports
     if v["ip"] is not None:
         if not user_network:
             raise InvalidArgument("user specified IP address is supported on user defined "

@@ -79,7 +79,7 @@ def stop_hub(root: str) -> bool:
     except (FileNotFoundError, ConnectionRefusedError):
         return False
     try:
-        wire.send(sock, {"op": "stop"})
+        wire.send(sock, {"op": "stop"}, binary=True)
         wire.recv(sock)
     finally:
         sock.close()

@@ -91,10 +91,10 @@ def serve(root: str) -> None:
             continue
         op = message.get("op")
         if op == "ping":
-            wire.send(conn, {"event": "pong", "pid": os.getpid()})
+            wire.send(conn, {"event": "pong", "pid": os.getpid()}, binary=True)
             conn.close()
         elif op == "stop":
-            wire.send(conn, {"event": "stopping"})
+            wire.send(conn, {"event": "stopping"}, binary=True)
             conn.close()
             break
         elif op == "run" and spare is not None and spare.hand_over(conn, message, fds):
@@ -107,7 +107,8 @@ def serve(root: str) -> None:
                 _close(fds)
                 spare = _Spare.make(containers, listener, lock)  # runs are coming again
         else:
-            wire.send(conn, {"event": "error", "message": f"unknown request {op!r}", "code": 125})
+            wire.send(conn, {"event": "error", "message": f"unknown request {op!r}", "code": 125},
+                      binary=True)
             conn.close()
         _close(fds)
     listener.close()
@@ -197,7 +198,7 @@ class _Spare:
     def hand_over(self, conn, message: dict, fds: list[int]) -> bool:
         trace("hub: hand over to spare")
         try:
-            wire.send(self.channel, message, [conn.fileno(), *fds])
+            wire.send(self.channel, message, [conn.fileno(), *fds], binary=True)
         except OSError:
             self.close()
             return False

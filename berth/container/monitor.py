@@ -558,7 +558,7 @@ def client_from(sock, message: dict, fds: list[int]) -> Client:
 
 def _tell(c: Client, message: dict) -> None:
     try:
-        wire.send(c.sock, message)
+        wire.send(c.sock, message, binary=True)  # a CLI reads both forms
     except OSError:
         pass
 

@@ -12,8 +12,6 @@ Unknown keys are ignored on input, as the specs require of readers.
 
 from __future__ import annotations
 
-import json
-
 from berth.oci.record import Record
 
 
@@ -60,6 +58,8 @@ def from_dict(cls, data: dict):
 
 def dumps(obj, *, indent: int | None = None) -> bytes:
     """Canonical bytes: compact, keys in field order. These are the bytes that get digested."""
+    import json  # here, not at the top: building records must not cost `re`
+
     data = to_dict(obj) if isinstance(obj, Record) else obj
     if indent:
         return json.dumps(data, indent=indent).encode()
@@ -67,4 +67,6 @@ def dumps(obj, *, indent: int | None = None) -> bytes:
 
 
 def loads(cls, raw: bytes | str):
+    import json
+
     return from_dict(cls, json.loads(raw))

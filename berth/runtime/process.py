@@ -350,7 +350,7 @@ class ContainerProcess:
             channel = _socket.socket(fileno=pipes.spec_w)
             pipes.spec_w = None
             try:
-                ipc.send(channel, payload, fds)
+                ipc.send(channel, payload, fds, binary=True)
             finally:
                 channel.close()
             pipes.close("con_child")
