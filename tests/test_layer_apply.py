@@ -359,7 +359,7 @@ def test_truncated_and_corrupt_tars_are_data_loss(tmp_path):
 
 
 def test_header_checksum_shortcut_matches_sum():
-    from berth.layer.apply import _byte_sum
+    from berth.layer.tarstream import _byte_sum
 
     rng = random.Random(7)
     blocks = [bytes(512), b"\xff" * 512, b"\xff" * 300 + bytes(212)]

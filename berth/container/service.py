@@ -138,7 +138,7 @@ class Containers:
         """Docker's mount sources, highest first: -v/--mount/--tmpfs, --volumes-from, the
         image's VOLUMEs. Every volume gets a host directory; an empty one gets the image's
         files at its destination (not with nocopy, not from --volumes-from)."""
-        from berth.container import copy
+        from berth.container import rootview
         from berth.oci.record import replace
 
         binds, wanted = list(opts.binds), list(opts.volumes)
@@ -175,7 +175,7 @@ class Containers:
             elif options:
                 source = options["device"]  # a bind of another directory
             elif not v.nocopy and volumes.is_empty(info["Name"]):
-                copy.populate(layers, v.destination, source)
+                rootview.populate(layers, v.destination, source)
             resolved.append(replace(v, name=info["Name"], source=source, fstype=fstype,
                                     data=data))
         return replace(opts, binds=tuple(binds), volumes=tuple(resolved))
