@@ -296,7 +296,7 @@ def cmd_exec(g, argv) -> int:
         env += parse_env_file(path)
     for item in values["env"]:
         env += _env_item(item)
-    return run_exec(_containers(g), pos[0], pos[1:], env=env, user=values["user"],
+    return run_exec(g.root, pos[0], pos[1:], env=env, user=values["user"],
                     workdir=values["workdir"], tty=values["tty"], interactive=values["interactive"],
                     detach=values["detach"], privileged=values["privileged"],
                     forward=FORWARDED)

@@ -31,9 +31,10 @@ from berth.trace import trace
 
 HUB_SOCKET = "hub.sock"
 # The hub exits after this long unasked (BERTH_HUB_IDLE overrides): an idle engine keeps
-# only its containers' shims. Its spare lives only while runs keep coming.
+# only its containers' shims. Its spare (two processes, ~6 MiB) lives only while runs keep
+# coming: a burst of runs is milliseconds apart, and an idle engine should not pay for it.
 IDLE_SECONDS = 60.0
-SPARE_SECONDS = 10.0
+SPARE_SECONDS = 1.5
 
 
 def serve(root: str) -> None:

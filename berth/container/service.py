@@ -17,7 +17,7 @@ from berth import errors
 from berth.container import spec as specmod
 from berth.container import users
 from berth.container.record import new_record
-from berth.container.store import ZERO_TIME, ContainerStore
+from berth.container.store import ZERO_TIME, ContainerStore, process_start as _proc_start
 from berth.image import Image, ImageStore, now_rfc3339
 from berth.network import settings as netset
 from berth.network.settings import DEFAULT_DNS, HOSTS_BASE  # noqa: F401 - re-exported
@@ -31,22 +31,6 @@ CGROUP_PARENT = "berth"  # like dockerd's --cgroup-parent; BERTH_CGROUP_PARENT o
 
 def new_id() -> str:
     return os.urandom(32).hex()
-
-
-def _proc_start(pid: int) -> int | None:
-    """The start time of a live `pid` in clock ticks since boot: tells a pid from its reuse.
-
-    None for a process that is gone, or dead but not yet reaped (a zombie).
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])
 
 
 def resolv_conf(host_text: str, dns: tuple[str, ...] = (), search: tuple[str, ...] = (),
