@@ -6,14 +6,14 @@ processes of this same berth (`binary=True`), a NUL byte and the object in marsh
 `import json` (it pulls in `re`) costs the CLI ~5 ms, marshal is built in. Whatever may be
 read by berth-shim, which parses JSON, is sent as JSON. Sockets live in <root>/run (mode 0700), and are
 reached through /proc/self/fd/N/NAME so that a long root path never exceeds the 108
-bytes a socket address can hold. Only the _socket C module is used: socket.py would add
-milliseconds to every CLI command.
+bytes a socket address can hold. Only the _socket C module is used, and struct rather
+than array (which imports collections): socket.py and array would add milliseconds to
+every CLI command.
 """
 
 from __future__ import annotations
 
 import _socket
-import array
 import marshal
 import os
 import struct
@@ -87,7 +87,7 @@ def send(sock: _socket.socket, message: dict, fds: list[int] | tuple[int, ...] =
     data = struct.pack("<I", len(body)) + body
     if fds:
         sent = sock.sendmsg([data[:1]], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
-                                            array.array("i", fds).tobytes())])
+                                            struct.pack(f"{len(fds)}i", *fds))])
         data = data[sent:]
     if data:
         sock.sendall(data)
@@ -99,9 +99,7 @@ def recv(sock: _socket.socket) -> tuple[dict | None, list[int]]:
     head, ancdata, _flags, _addr = sock.recvmsg(4, _socket.CMSG_SPACE(MAX_FDS * 4))
     for level, kind, data in ancdata:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            got = array.array("i")
-            got.frombytes(data[: len(data) - len(data) % 4])
-            fds.extend(got)
+            fds.extend(struct.unpack(f"{len(data) // 4}i", data[: len(data) - len(data) % 4]))
     for fd in fds:
         os.set_inheritable(fd, False)
     if not head:
