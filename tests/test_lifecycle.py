@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import threading
 import time
 
@@ -146,9 +148,41 @@ def test_wait_prints_the_exit_code(fresh_berth):
     fresh_berth("rm", "ww")
 
 
-def test_exec_joins_the_containers_namespaces_with_its_security(fresh_berth):
+def _exec_path(berth, path: str) -> None:
+    """"hub": the running hub does the exec; "cli": no hub is up, the CLI does it."""
+    from berth.container import client
+
+    if path == "cli":
+        client.stop_hub(berth.root)
+    else:
+        assert os.path.exists(os.path.join(berth.root, "run", "hub.sock"))
+
+
+def _ancestors(pid: int) -> list[int]:
+    out = []
+    while pid > 1:
+        with open(f"/proc/{pid}/stat") as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        out.append(pid)
+    return out
+
+
+def _pid_of(argv: list[str]) -> int | None:
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[:-1] == [a.encode() for a in argv]:
+                    return int(entry)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+@pytest.mark.parametrize("path", ["hub", "cli"])
+def test_exec_joins_the_containers_namespaces_with_its_security(fresh_berth, path):
     fresh_berth("run", "-d", "--name", "host", "--hostname", "inside", "--network", "none",
                 "busybox", "sleep", "100")
+    _exec_path(fresh_berth, path)
     pid1 = _state(fresh_berth, "host")["Pid"]
     out = fresh_berth.out("exec", "host", "sh", "-c",
                           "hostname; ps -o pid,comm | grep -c sleep; ls /sys/class/net; "
@@ -176,6 +210,31 @@ def test_exec_joins_the_containers_namespaces_with_its_security(fresh_berth):
     fresh_berth("rm", "-f", "host")
     gone = fresh_berth("exec", "host", "true", check=False)
     assert gone.returncode == 1 and b"No such container" in gone.stderr
+
+
+@pytest.mark.parametrize("path", ["hub", "cli"])
+def test_exec_forwards_signals_and_stdin(fresh_berth, path):
+    fresh_berth("run", "-d", "--name", "sig", "--network", "none", "busybox", "sleep", "100")
+    _exec_path(fresh_berth, path)
+    assert fresh_berth.out("exec", "-i", "sig", "cat", input="to stdin\n") == "to stdin\n"
+    assert fresh_berth.out("exec", "sig", "cat", input="not attached\n") == ""
+    proc = fresh_berth.popen("exec", "sig", "sh", "-c", "echo ready; exec sleep 30",
+                             stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    # who started it: a child of the hub, or the CLI itself when no hub runs
+    up = _ancestors(_until(lambda: _pid_of(["sleep", "30"])))
+    if path == "hub":
+        with open(os.path.join(fresh_berth.root, "run", "hub.pid")) as f:
+            assert int(f.read()) in up and proc.pid not in up
+    else:
+        assert proc.pid in up
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 143  # the exec'd process got it and died of it
+    assert fresh_berth.out("exec", "sig", "ps", "-o", "comm").split().count("sleep") == 1
+    fresh_berth("stop", "-t", "1", "sig")
+    stopped = fresh_berth("exec", "sig", "true", check=False)
+    assert stopped.returncode == 1 and b"is not running" in stopped.stderr
+    fresh_berth("rm", "sig")
 
 
 def test_exec_keeps_no_new_privileges_and_drops_nothing_more(fresh_berth):

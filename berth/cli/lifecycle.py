@@ -287,19 +287,49 @@ def cmd_exec(g, argv) -> int:
         raise UsageError('"berth exec" requires at least 2 arguments.')
     if values["tty"] and values["interactive"] and not os.isatty(0):
         raise InvalidArgument("the input device is not a TTY")
-    from berth.cli.run import FORWARDED
     from berth.cli.runopts import _env_item, parse_env_file
-    from berth.container.execute import run_exec
 
     env = []
     for path in values["env_file"]:
         env += parse_env_file(path)
     for item in values["env"]:
         env += _env_item(item)
+    if not values["tty"]:
+        code = _exec_through_hub(g, pos, env, values)
+        if code is not None:
+            return code
+    from berth.cli.run import FORWARDED
+    from berth.container.execute import run_exec
+
     return run_exec(g.root, pos[0], pos[1:], env=env, user=values["user"],
                     workdir=values["workdir"], tty=values["tty"], interactive=values["interactive"],
                     detach=values["detach"], privileged=values["privileged"],
                     forward=FORWARDED)
+
+
+def _exec_through_hub(g, pos: list[str], env: list[str], values: dict) -> int | None:
+    """The exec done by the root's hub, when one is running: it has the runtime imported,
+    which is most of what an exec costs a fresh CLI. None: do it here (no hub, or a hub
+    from a berth that did not know exec). With a tty the CLI does it itself."""
+    from berth import ipc as wire
+    from berth.cli.run import session
+    from berth.container.client import HUB_SOCKET
+    from berth.errors import ContainerStartError
+
+    try:
+        sock = wire.connect(wire.run_dir(g.root), HUB_SOCKET)
+    except OSError:
+        return None
+    message = {"op": "exec", "id": pos[0], "cmd": pos[1:], "env": env, "user": values["user"],
+               "workdir": values["workdir"], "privileged": values["privileged"],
+               "detach": values["detach"]}
+    try:
+        return session(sock, message, tty=False, interactive=values["interactive"],
+                       detach=values["detach"], sig_proxy=True, quiet=True)
+    except ContainerStartError as exc:
+        if str(exc).startswith("unknown request"):
+            return None
+        raise
 
 
 # --- top, stats --------------------------------------------------------------------------

@@ -8,14 +8,10 @@ the namespaces, cgroup and security. The CLI process waits for it and relays its
 from __future__ import annotations
 
 import os
-import signal
 
 from berth import errors
-from berth.container import users
 from berth.container.spec import merge_env
 from berth.oci.record import replace
-from berth.runtime import caps as _caps
-from berth.snapshot import read_layered
 
 
 def exec_process(spec, record: dict, command: list[str], *, env=(), user=None, workdir=None,
@@ -23,6 +19,9 @@ def exec_process(spec, record: dict, command: list[str], *, env=(), user=None, w
     """The OCI process for an exec, derived from the container's own (`spec`'s) process."""
     process = spec.process
     if user is not None:
+        from berth.container import users
+        from berth.snapshot import read_layered
+
         gd = record["GraphDriver"]["Data"]
         layers = [gd["UpperDir"]] + [d for d in gd["LowerDir"].split(":") if d]
         passwd = read_layered(layers, "/etc/passwd")
@@ -35,6 +34,8 @@ def exec_process(spec, record: dict, command: list[str], *, env=(), user=None, w
             process = replace(process, capabilities=replace(process.capabilities, effective=(),
                                                             permitted=()))
     if privileged:
+        from berth.runtime import caps as _caps
+
         every = _caps.all_caps()
         process = replace(process, capabilities=replace(
             process.capabilities, bounding=every, effective=every, permitted=every))
@@ -45,17 +46,15 @@ def exec_process(spec, record: dict, command: list[str], *, env=(), user=None, w
     return spec, process
 
 
-def run_exec(root: str, ref: str, command: list[str], *, env=(), user=None, workdir=None,
-             tty=False, interactive=False, detach=False, privileged=False, forward=()) -> int:
-    """Run `command` in the container; return its exit code (0 at once when detached).
-
-    `forward` names the signals this process passes on to the command. Only the record
-    and the spec are read, not the whole Containers service: exec's latency is mostly
-    imports. A record that says running for a container that is gone is caught by the
-    runtime, which checks the pid's start time before joining anything."""
+def prepare(root: str, ref: str, command: list[str], *, stdio, env=(), user=None, workdir=None,
+            tty=False, privileged=False, console_size=None):
+    """The ExecProcess for `command` in the container `ref`, and the start time its target
+    pid must still have. Only the record and the spec are read, not the whole Containers
+    service: exec's latency is mostly imports. A record that says running for a container
+    that is gone is caught by the runtime, which checks the pid's start time before
+    joining anything."""
     from berth.container.store import ContainerStore
     from berth.oci.runtime import Spec
-    from berth.runtime import Stdio
     from berth.runtime.exec import ExecProcess
 
     store = ContainerStore(root)
@@ -70,6 +69,19 @@ def run_exec(root: str, ref: str, command: list[str], *, env=(), user=None, work
                               "before exec")
     spec, process = exec_process(container_spec, record, command, env=env, user=user,
                                  workdir=workdir, tty=tty, privileged=privileged)
+    target = record["Berth"].get("Process") or [state["Pid"], None]
+    proc = ExecProcess(state["Pid"], spec, process, stdio=stdio,
+                       seccomp_cache=os.path.join(root, "cache", "seccomp"),
+                       console_size=console_size)
+    return proc, target[1]
+
+
+def run_exec(root: str, ref: str, command: list[str], *, env=(), user=None, workdir=None,
+             tty=False, interactive=False, detach=False, privileged=False, forward=()) -> int:
+    """Run `command` in the container from this process; return its exit code (0 at once
+    when detached). `forward` names the signals this process passes on to the command."""
+    from berth.runtime import Stdio
+
     if detach or tty:
         stdio = Stdio()
     else:
@@ -79,28 +91,29 @@ def run_exec(root: str, ref: str, command: list[str], *, env=(), user=None, work
         from berth.container.attach import window_size
 
         size = window_size(1) or window_size(0)
-    target = record["Berth"].get("Process") or [state["Pid"], None]
-    proc = ExecProcess(state["Pid"], spec, process, stdio=stdio,
-                       seccomp_cache=os.path.join(root, "cache", "seccomp"), console_size=size)
+    proc, start_time = prepare(root, ref, command, stdio=stdio, env=env, user=user,
+                               workdir=workdir, tty=tty, privileged=privileged, console_size=size)
     if detach:
         # a detached exec must outlive us: double-fork so nothing waits for it here
         pid = os.fork()
         if pid == 0:
             os.setsid()
             try:
-                proc.start(target[1])
+                proc.start(start_time)
                 proc.wait()
             finally:
                 os._exit(0)
         os.waitpid(pid, 0)
         return 0
+    import _signal as signal  # signal.py's enums cost an exec ~2 ms of imports
+
     handlers = {}
     if not tty:
         for name in forward:
             sig = getattr(signal, name)
             handlers[sig] = signal.signal(sig, lambda signum, _f: proc.kill(signum))
     try:
-        proc.start(target[1])
+        proc.start(start_time)
         if tty:
             from berth.container.attach import relay
 

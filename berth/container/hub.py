@@ -13,6 +13,8 @@ the containers whose restart policy asks for it (Docker's live restore, daemonle
 Requests (berth.ipc frames on <root>/run/hub.sock, root only):
     {"op": "run", ...}    create and start a container; the connection becomes its first
     {"op": "start", ...}  attached client (events: started / error, then exit)
+    {"op": "exec", ...}   one more process in a running container, for `berth exec`
+                          (the same events; the hub has the runtime imported already)
     {"op": "ping"}, {"op": "stop"}
 """
 
@@ -102,6 +104,8 @@ def serve(root: str) -> None:
             conn.close()
             _close(fds)  # before the next fork: a client's fds must not outlive its request
             spare = _Spare.make(containers, listener, lock)
+        elif op == "exec":
+            _fork_exec(containers.root, listener, lock, conn, message, fds)
         elif op in ("run", "start"):
             _fork_monitor(containers, listener, lock, conn, message, fds)
             if op == "run" and spare is None:
@@ -264,6 +268,61 @@ def _fork_monitor(containers, listener, lock, conn, message, fds) -> None:
         traceback.print_exc()
     finally:
         os._exit(code)
+
+
+def _fork_exec(root: str, listener, lock, conn, message: dict, fds: list[int]) -> None:
+    """`berth exec` for a CLI, from a child of the hub: a CLI would spend most of an
+    exec importing the runtime, which the hub has loaded. The child starts the process
+    with the CLI's fds, tells it the pid (the CLI signals it directly), then its exit code."""
+    pid = os.fork()
+    if pid != 0:
+        conn.close()
+        return
+    code = 0
+    try:
+        listener.close()
+        os.close(lock)
+        os.setsid()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _exec(root, conn, message, fds)
+    except BaseException:  # noqa: BLE001 - an exec never takes the hub down
+        code = 1
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _exec(root: str, conn, message: dict, fds: list[int]) -> None:
+    from berth import errors
+    from berth.container.execute import prepare
+    from berth.container.monitor import client_from
+    from berth.runtime import Stdio
+
+    client = client_from(conn, message, fds)
+    try:
+        proc, start_time = prepare(
+            root, message["id"], message["cmd"], env=message.get("env", ()),
+            user=message.get("user"), workdir=message.get("workdir"),
+            privileged=bool(message.get("privileged")),
+            stdio=Stdio(client.stdin, client.stdout, client.stderr))
+        proc.start(start_time)
+    except errors.BerthError as exc:
+        wire.send(conn, {"event": "error", "message": str(exc),
+                         "code": getattr(exc, "exit_code", 125)}, binary=True)
+        return
+    finally:
+        _close(fds)  # the process has its own copies now
+    wire.send(conn, {"event": "started", "pid": proc.pid, "id": ""}, binary=True)
+    if message.get("detach"):
+        conn.close()  # the CLI is gone; the process runs on, and this child reaps it
+    code = proc.wait()
+    if not message.get("detach"):
+        try:
+            wire.send(conn, {"event": "exit", "code": code}, binary=True)
+        except OSError:
+            pass
 
 
 def _monitor(containers, conn, message: dict, fds: list[int], spare=None) -> None:
