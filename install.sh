@@ -15,9 +15,11 @@ apt-get install -y -q --no-install-recommends \
 # Debian's interpreter, not whatever python3 is first on PATH: the venv must outlive shells
 /usr/bin/python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check '.[test]'
-# pip's console-script wrapper imports re for every command (~5 ms); this one imports nothing
-printf '#!%s/.venv/bin/python3\nimport sys\nfrom berth.cli import main\nsys.exit(main())\n' \
-    "$PWD" > .venv/bin/berth
+# berth's own launcher: pip's imports re, and site (its .pth files, Debian's apport hook)
+# costs every command ~3 ms; -S skips it and the launcher adds the venv's packages itself
+site=$(.venv/bin/python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+printf '#!%s/.venv/bin/python3 -S\nimport sys\nsys.path.append("%s")\nfrom berth.cli import launch\nlaunch()\n' \
+    "$PWD" "$site" > .venv/bin/berth
 # berth-shim: what a settled container's monitor becomes (berth/shim/shim.c says why)
 cc -O2 -Wall -o .venv/bin/berth-shim berth/shim/shim.c
 ln -sf "$PWD/.venv/bin/berth" /usr/local/bin/berth

@@ -1,3 +1,3 @@
-from berth.cli import main
+from berth.cli import launch
 
-raise SystemExit(main())
+launch()

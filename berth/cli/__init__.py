@@ -87,6 +87,9 @@ GROUPS = {
 }
 # errors of these commands exit 125 like docker run's; other commands exit 1
 ENGINE_EXIT_COMMANDS = ("run", "create", "start")
+# Commands that leave nothing for Python's finalization to do (no threads, no temporary
+# files): the launcher ends them with os._exit, which saves ~1.5 ms of every run and exec.
+QUICK_EXIT_COMMANDS = ("run", "exec", "start", "create", "--version")
 
 HELP = """Usage:  berth [OPTIONS] COMMAND
 
@@ -154,6 +157,21 @@ class Globals:
     def __init__(self) -> None:
         self.root = os.environ.get("BERTH_ROOT") or DEFAULT_ROOT
         self.debug = bool(os.environ.get("BERTH_DEBUG"))
+        self.command = ""
+
+
+def launch() -> None:
+    """The launcher's entry (install.sh writes .venv/bin/berth to call it)."""
+    g = Globals()
+    code = main(g=g)
+    if g.command in QUICK_EXIT_COMMANDS:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:
+            pass
+        os._exit(code)
+    sys.exit(code)
 
 
 def _err(message: str) -> None:
@@ -169,12 +187,13 @@ def _command(module_name: str, func_name: str):
     return getattr(module, func_name, None)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, g: Globals | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    g = Globals()
+    g = g or Globals()
     while argv and argv[0].startswith("-"):
         arg = argv.pop(0)
         if arg in ("-v", "--version"):
+            g.command = "--version"
             from berth import __version__
 
             sys.stdout.write(f"berth version {__version__}\n")
@@ -214,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         _err(f"'{command}' is not a berth command; see 'berth --help'")
         return 1
     module_name, func_name = target
+    g.command = command
     from berth.errors import BerthError
     from berth.cli.flags import UsageError
 

@@ -168,6 +168,7 @@ class Monitor:
                 self.containers.remove(self.cid, force=True)
             except errors.BerthError:
                 pass
+            trace("monitor: removed")
         self._notify_exit()
 
     def _start_again(self, stdio, size):
