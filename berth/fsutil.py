@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 import stat
 
+# A big file's bytes are handed to the disk (berth.linux's start_writeback) every this
+# many bytes as they are written: the fsync or syncfs that makes them durable then finds
+# them written, and the disk worked while the network or the decoder did.
+WRITEBACK_STEP = 8 << 20
+
 
 def write_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
     """Write `data` to `path` so a reader sees the old or the new content, never a mix.

@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 
 from berth.errors import DataLoss, NotFound
-from berth.fsutil import write_atomic
+from berth.fsutil import WRITEBACK_STEP, write_atomic
 from berth.oci import digest as _digest
 
 CHUNK = 1 << 20
@@ -116,12 +116,20 @@ class Writer:
 
         self._hash = hashlib.sha256()
         self.size = 0
+        self._kicked = 0  # bytes handed to the disk so far
         self._done = False
 
     def write(self, data: bytes | memoryview) -> None:
         self._hash.update(data)
         self._file.write(data)
         self.size += len(data)
+        if self.size - self._kicked >= WRITEBACK_STEP:
+            # start the disk on it now, so that commit's fsync finds little left to write
+            from berth.linux import syscalls
+
+            self._file.flush()
+            syscalls().start_writeback(self._file.fileno(), self._kicked, self.size - self._kicked)
+            self._kicked = self.size
 
     @property
     def digest(self) -> str:

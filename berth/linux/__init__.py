@@ -107,6 +107,7 @@ def parse_mount_options(options: list[str] | tuple[str, ...]) -> tuple[int, int,
 
 # prctl options (linux/prctl.h)
 PR_SET_PDEATHSIG = 1
+SYNC_FILE_RANGE_WRITE = 2
 PR_SET_KEEPCAPS = 8
 PR_SET_SECCOMP = 22
 PR_CAPBSET_READ = 23
@@ -223,6 +224,13 @@ class Syscalls:
     def syncfs(self, fd: int) -> None:
         """Flush the whole filesystem holding `fd` (one call instead of an fsync per file)."""
         self._check(self._libc.syncfs(fd), "syncfs")
+
+    def start_writeback(self, fd: int, offset: int, length: int) -> None:
+        """Start writing a range of a file to disk and return (sync_file_range's WRITE,
+        as dpkg does): the disk works while we go on, and the fsync or syncfs that makes
+        the data durable later finds most of it written. Advisory: a failure is ignored."""
+        self._libc.sync_file_range(fd, ctypes.c_longlong(offset), ctypes.c_longlong(length),
+                                   ctypes.c_uint(SYNC_FILE_RANGE_WRITE))
 
     def mknod(self, path: str, mode: int, device: int) -> None:
         os.mknod(path, mode, device)

@@ -32,6 +32,7 @@ import threading
 
 from berth.errors import (BerthError, DataLoss, FailedPrecondition, InvalidArgument, NotFound,
                           Unavailable)
+from berth.fsutil import WRITEBACK_STEP
 from berth.image import Image
 from berth.oci import image as oci
 from berth.oci import reference as _ref
@@ -286,6 +287,7 @@ class _Ingest:
             os.ftruncate(fd, 0)
             self.existing = 0
         self.hashed = 0
+        self.kicked = 0  # the blob's bytes handed to the disk so far (see write)
 
     @classmethod
     def open(cls, store, desc) -> "_Ingest | None":
@@ -331,6 +333,13 @@ class _Ingest:
         try:
             while view:
                 view = view[os.write(self.fd, view):]
+            if self.hashed + len(data) - self.kicked >= WRITEBACK_STEP:
+                # the blob's bytes start for the disk now: its fsync later waits less
+                from berth.linux import syscalls
+
+                syscalls().start_writeback(self.fd, self.kicked, self.hashed + len(data) -
+                                           self.kicked)
+                self.kicked = self.hashed + len(data)
         except OSError as exc:
             raise FailedPrecondition(f"writing layer {self.desc.digest}: {exc.strerror} "
                                      f"({self.store.ingest_dir})") from exc
