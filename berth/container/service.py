@@ -16,10 +16,11 @@ import time
 from berth import errors
 from berth.container import spec as specmod
 from berth.container import users
+from berth.container.networking import ContainerNetworking, write_resolv_and_hosts
+from berth.container.networking import resolv_conf  # noqa: F401 - re-exported
 from berth.container.record import new_record
 from berth.container.store import ZERO_TIME, ContainerStore, process_start as _proc_start
 from berth.image import Image, ImageStore, now_rfc3339
-from berth.network import settings as netset
 from berth.network.settings import DEFAULT_DNS, HOSTS_BASE  # noqa: F401 - re-exported
 from berth.oci import runtime as rt
 from berth.snapshot import overlay_mount, read_layered
@@ -31,15 +32,6 @@ CGROUP_PARENT = "berth"  # like dockerd's --cgroup-parent; BERTH_CGROUP_PARENT o
 
 def new_id() -> str:
     return os.urandom(32).hex()
-
-
-def resolv_conf(host_text: str, dns: tuple[str, ...] = (), search: tuple[str, ...] = (),
-                options: tuple[str, ...] = (), host_network: bool = False) -> str:
-    """The container's resolv.conf: the host's, minus loopback servers it cannot reach."""
-    from berth.network.settings import resolv_text
-
-    return resolv_text(host_text, nameservers=dns, search=search, options=options,
-                       keep_loopback=host_network)
 
 
 def host_devices() -> tuple[rt.Device, ...]:
@@ -72,6 +64,7 @@ class Containers:
         self.store = ContainerStore(root)
         self.seccomp_cache = os.path.join(root, "cache", "seccomp")
         self.cgroup_parent = (os.environ.get("BERTH_CGROUP_PARENT") or CGROUP_PARENT).strip("/")
+        self.net = ContainerNetworking(root, self.store, self.get, self.running)
 
     # --- create ----------------------------------------------------------------------
 
@@ -232,112 +225,13 @@ class Containers:
             raise errors.NotFound(f"Unable to find image '{shown}' locally; import or pull it "
                                   "first") from None
 
-    # --- networks --------------------------------------------------------------------
-
-    def networks(self):
-        from berth.network.service import Networks
-
-        return Networks(self.root)
-
-    def _network_of(self, opts: specmod.RunOptions) -> tuple[dict | None, dict | None]:
-        """(the network record the container joins, the container whose namespace it
-        shares): both looked up at create, so a missing one fails `create`, as in Docker."""
-        if opts.network.startswith("container:"):
-            return None, self.get(opts.network.partition(":")[2])
-        network = self.networks().get("bridge" if opts.network == "default" else opts.network)
-        if opts.ip is not None:
-            from berth.network import ipam
-
-            subnet, gateway = network["IPAM"]["Config"][0]["Subnet"], \
-                network["IPAM"]["Config"][0]["Gateway"]
-            net, prefixlen = ipam.parse_subnet(subnet)
-            if not ipam.usable(net, prefixlen, ipam.parse_ip(opts.ip)) or opts.ip == gateway:
-                raise errors.InvalidArgument(f"no configured subnet or ip-range contain the IP "
-                                             f"address {opts.ip}")
-        return network, None
-
-    def _write_resolv_and_hosts(self, paths: dict, opts: specmod.RunOptions,
-                                network: dict | None, joined: dict | None) -> None:
-        if joined is not None:  # --network container:X sees X's files, copied on each start
-            for name in ("resolv.conf", "hosts"):
-                _copy_text(joined.get("ResolvConfPath" if name == "resolv.conf" else
-                                      "HostsPath") or "", paths[name])
-            return
-        host_net = opts.network == "host"
-        try:
-            with open("/etc/resolv.conf") as f:
-                host_resolv = f.read()
-        except OSError:
-            host_resolv = ""
-        user_net = network is not None and network["Driver"] == "bridge" and \
-            network["Name"] != "bridge"
-        gateway = network["IPAM"]["Config"][0]["Gateway"] \
-            if network is not None and network["IPAM"]["Config"] else None
-        _write(paths["resolv.conf"], netset.resolv_text(
-            host_resolv, nameservers=opts.dns, search=opts.dns_search, options=opts.dns_options,
-            keep_loopback=host_net, embedded=gateway if user_net else None))
-        base = HOSTS_BASE
-        if host_net:
-            try:
-                with open("/etc/hosts") as f:
-                    base = f.read()
-            except OSError:
-                pass
-        _write(paths["hosts"], netset.hosts_text(base, opts.extra_hosts, gateway, []))
-
-    def _release_network(self, cid: str, record: dict | None = None, exited: bool = False):
-        """The container stopped: give back its addresses, ports and interfaces. Returns
-        the record update that shows it stopped (None: it held nothing).
-
-        `exited`: its PID 1 has just been reaped, so its network namespace dies with it and
-        takes the veth pairs along -- unless containers started with --network container:
-        it still run in it; only then are the interfaces deleted here, as Docker does.
-        """
-        from berth.network import endpoints as netep
-
-        if record is None:
-            try:
-                record = self.store.read(cid)
-            except errors.NotFound:
-                return None
-        held = record.get("Berth", {}).get("Endpoints")
-        if not held:
-            return None
-        shared = any(self._runs(j) for j in record["Berth"].get("NetJoiners") or ())
-        netep.down(self.networks(), cid, held, delete_links=not exited or shared)
-        return netep.stopped_update(held)
-
-    def _runs(self, cid: str) -> bool:
-        try:
-            return self.running(self.store.read(cid))
-        except errors.NotFound:
-            return False
+    # --- networks (berth.container.networking) ---------------------------------------
 
     def connect(self, ref: str, network_ref: str, aliases=(), ip: str | None = None) -> None:
-        """network connect: a running container gets its interface now, a stopped one on
-        its next start."""
-        from berth.network import endpoints as netep
-
-        networks = self.networks()
-        network = networks.get(network_ref)
-        cid = self.store.lookup(ref)
-        running = self.running(self.store.read(cid))
-        with self.store.lock(cid):
-            record = self.store.read(cid)
-            pid = record["State"]["Pid"] if running else None
-            netep.connect(networks, record, network, aliases, ip, pid or None)
-            self.store.write(record)
+        self.net.connect(ref, network_ref, aliases, ip)
 
     def disconnect(self, ref: str, network_ref: str) -> None:
-        from berth.network import endpoints as netep
-
-        networks = self.networks()
-        network = networks.get(network_ref)
-        cid = self.store.lookup(ref)
-        with self.store.lock(cid):
-            record = self.store.read(cid)
-            netep.disconnect(networks, record, network)
-            self.store.write(record)
+        self.net.disconnect(ref, network_ref)
 
     def _build(self, image: Image, opts: specmod.RunOptions, cid: str, name: str, cdir: str,
                lowerdirs: list[str], image_ref: str | None, auto_remove: bool,
@@ -349,7 +243,7 @@ class Containers:
         user = users.resolve(opts.user if opts.user is not None else cfg.user, 
                              passwd.decode(errors="replace") if passwd else None,
                              group.decode(errors="replace") if group else None, opts.group_add)
-        network, joined = self._network_of(opts)
+        network, joined = self.net.network_of(opts)
         paths = {n: os.path.join(cdir, n) for n in ("hostname", "hosts", "resolv.conf")}
         ctx = specmod.Context(
             container_id=cid, rootfs=os.path.join(cdir, "merged"),
@@ -362,7 +256,7 @@ class Containers:
         if spec.linux.seccomp is None and not (opts.privileged or opts.seccomp_unconfined):
             spec = _with_seccomp(spec, seccomp_profile_text)
         _write(paths["hostname"], spec.hostname + "\n")
-        self._write_resolv_and_hosts(paths, opts, network, joined)
+        write_resolv_and_hosts(paths, opts, network, joined)
         _write(os.path.join(cdir, "config.json"), spec.to_json().decode())
         return new_record(cid=cid, name=name, cdir=cdir, image=image, image_ref=image_ref,
                           opts=opts, spec=spec, lowerdirs=lowerdirs, auto_remove=auto_remove,
@@ -397,17 +291,17 @@ class Containers:
         joined: list[dict] = []  # endpoints made by the on_pid hook, undone if the start fails
         published: list = []
         try:
-            spec = self._joined_namespace(record, spec or self.spec_of(cid))
+            spec = self.net.joined_namespace(record, spec or self.spec_of(cid))
             lowerdirs = self.images.snapshots.lowerdirs(record["Berth"]["ImageChain"])
             mount = overlay_mount(lowerdirs, os.path.join(cdir, "diff"), os.path.join(cdir, "work"))
             def network_up(pid: int) -> None:
-                netep.up(self.networks(), record, pid, joined, published)
+                netep.up(self.net.networks(), record, pid, joined, published)
 
             pid = proc.start(spec, (mount,), on_pid=network_up if netep.wanted(record) else None)
         except BaseException as exc:
             proc.abort()
             if joined:
-                netep.down(self.networks(), cid, joined)
+                netep.down(self.net.networks(), cid, joined)
             if record["HostConfig"].get("AutoRemove"):
                 self.remove(cid, force=True)  # --rm: a container that never ran goes too
             elif isinstance(exc, errors.BerthError):
@@ -422,38 +316,9 @@ class Containers:
                         _berth={"Process": [pid, _proc_start(pid)], "ManuallyStopped": False},
                         _update=netep.running_update(joined, published, pid) if joined else None)
 
-    def _joined_namespace(self, record: dict, spec: rt.Spec) -> rt.Spec:
-        """--network container:X: X's network namespace as it is now, and X's resolv.conf
-        and hosts; X must run, as Docker requires."""
-        mode = record["HostConfig"].get("NetworkMode") or ""
-        if not mode.startswith("container:"):
-            return spec
-        from berth.oci.record import replace
-
-        ref = mode.partition(":")[2]
-        try:
-            target = self.get(ref)
-        except errors.NotFound:
-            raise errors.NotFound(f"cannot join network of container {ref[:12]}: no such "
-                                  "container") from None
-        if not target["State"]["Running"] or not target["State"]["Pid"]:
-            raise errors.Conflict(f"cannot join network of a non running container: {ref[:12]}")
-        path = f"/proc/{target['State']['Pid']}/ns/net"
-        with self.store.lock(target["Id"]):  # so X's stop knows its namespace is shared
-            shared = self.store.read(target["Id"])
-            joiners = shared["Berth"].setdefault("NetJoiners", [])
-            if record["Id"] not in joiners:
-                joiners.append(record["Id"])
-                self.store.write(shared)
-        for name, key in (("resolv.conf", "ResolvConfPath"), ("hosts", "HostsPath")):
-            _copy_text(target.get(key) or "", record[key])
-        namespaces = tuple(replace(ns, path=path) if ns.type == "network" else ns
-                           for ns in spec.linux.namespaces)
-        return replace(spec, linux=replace(spec.linux, namespaces=namespaces))
-
     def finish(self, cid: str, status) -> None:
         trace("finish")
-        released = self._release_network(cid, exited=True)
+        released = self.net.release(cid, exited=True)
         trace("finish: network released")
         self._set_state(cid, Status="exited", Running=False, Paused=False, Restarting=False,
                         Pid=0, ExitCode=status.code, OOMKilled=status.oom_killed,
@@ -536,7 +401,7 @@ class Containers:
                 return record  # still running; only its monitor is gone
             cid = record["Id"]
             self._remove_stale_cgroup(cid)
-            released = self._release_network(cid, record)
+            released = self.net.release(cid, record)
             self._set_state(cid, Status="exited", Running=False, Paused=False, Restarting=False,
                             Pid=0, ExitCode=137 if state["Running"] else state["ExitCode"],
                             Error=MONITOR_DIED, FinishedAt=now_rfc3339(), _monitor=None,
@@ -580,7 +445,7 @@ class Containers:
                     f"cannot remove container \"{record['Name']}\": container is running: stop the "
                     "container before removing or force remove")
             self.kill_and_wait(record)
-        self._release_network(cid)  # held still if its monitor died mid-way
+        self.net.release(cid)  # held still if its monitor died mid-way
         with self.store.lock(cid):
             self.store.delete(cid, record["Name"].lstrip("/"))
         if volumes is None:
@@ -724,15 +589,6 @@ def parse_signal(text: str | int) -> int:
     if not 0 < number < signal.NSIG:
         raise errors.InvalidArgument(f"invalid signal: {text}")
     return int(number)
-
-
-def _copy_text(source: str, dest: str) -> None:
-    try:
-        with open(source) as f:
-            text = f.read()
-    except OSError:
-        text = ""
-    _write(dest, text)
 
 
 def _write(path: str, text: str) -> None:
