@@ -138,7 +138,8 @@ def _preload() -> None:
     """Import now what monitors use later: after fork it is shared, and after
     pivot_root nothing could be imported anyway. What only some containers need (layer
     unpacking, volume copy-up) is left to be imported when needed: the hub's memory is
-    counted against every container while it runs."""
+    counted against every container while it runs. Docker's seccomp profile is resolved
+    once here for the default capabilities, instead of in every run."""
     import fcntl  # noqa: F401
     import termios  # noqa: F401
 
@@ -146,11 +147,16 @@ def _preload() -> None:
     import berth.container.logs  # noqa: F401
     import berth.container.monitor  # noqa: F401
     import berth.container.names  # noqa: F401
+    import berth.network.service  # noqa: F401 - every run looks its network up, "none" too
     import berth.runtime.exec  # noqa: F401
     import berth.runtime.init  # noqa: F401
     import berth.runtime.seccomp  # noqa: F401
     import berth.runtime.seccomp_default  # noqa: F401
     import berth.volume  # noqa: F401
+    from berth.container.service import default_seccomp
+    from berth.runtime import caps
+
+    default_seccomp(caps.tweak(caps.DOCKER_DEFAULT))
 
 
 class _Spare:
