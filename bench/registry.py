@@ -331,7 +331,8 @@ def main() -> int:
             rates = {name: dict(r, get=gets[name]) for name, r in rates.items()}
         print(f"machine: sha256 (hashlib, one core) {sha256_rate():.0f} MB/s")
         if args.json:
-            Path(args.json).write_text(json.dumps({"image_bytes": size, "seconds": results,
+            Path(args.json).write_text(json.dumps({"image_bytes": size, "layer_bytes": layer_bytes,
+                                                   "seconds": results,
                                                    "mb_per_s": rates, "server_cpu_s": cpu},
                                                   indent=2))
         return 0
