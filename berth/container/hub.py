@@ -255,6 +255,18 @@ def _remove_stale_spares(containers) -> None:
 
 def _fork_monitor(containers, listener, lock, conn, message, fds) -> None:
     trace("hub: fork monitor")
+    _fork(listener, lock, conn, lambda: _monitor(containers, conn, message, list(fds)))
+
+
+def _fork_exec(root: str, listener, lock, conn, message: dict, fds: list[int]) -> None:
+    """`berth exec` for a CLI, from a child of the hub: a CLI would spend most of an
+    exec importing the runtime, which the hub has loaded. The child starts the process
+    with the CLI's fds, tells it the pid (the CLI signals it directly), then its exit code."""
+    _fork(listener, lock, conn, lambda: _exec(root, conn, message, fds))
+
+
+def _fork(listener, lock, conn, work) -> None:
+    """Run work() in a child of its own session; the hub goes back to listening."""
     pid = os.fork()
     if pid != 0:
         if conn is not None:
@@ -266,32 +278,8 @@ def _fork_monitor(containers, listener, lock, conn, message, fds) -> None:
         os.close(lock)
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        _monitor(containers, conn, message, list(fds))
-    except BaseException:  # noqa: BLE001 - a monitor never takes the hub down
-        code = 1
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        os._exit(code)
-
-
-def _fork_exec(root: str, listener, lock, conn, message: dict, fds: list[int]) -> None:
-    """`berth exec` for a CLI, from a child of the hub: a CLI would spend most of an
-    exec importing the runtime, which the hub has loaded. The child starts the process
-    with the CLI's fds, tells it the pid (the CLI signals it directly), then its exit code."""
-    pid = os.fork()
-    if pid != 0:
-        conn.close()
-        return
-    code = 0
-    try:
-        listener.close()
-        os.close(lock)
-        os.setsid()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        _exec(root, conn, message, fds)
-    except BaseException:  # noqa: BLE001 - an exec never takes the hub down
+        work()
+    except BaseException:  # noqa: BLE001 - a child never takes the hub down
         code = 1
         import traceback
 
