@@ -1,4 +1,5 @@
-"""berth.cli.flags (docker-style argv parsing) and the pure helpers of berth.cli.runopts.
+"""berth.cli.flags (docker-style argv parsing) and the pure helpers of berth.cli.runopts
+and berth.cli.mountopts.
 
 The rules are the docker CLI's (spf13/pflag with SetInterspersed(false) for run/create),
 and the value parsers follow docker's (go-units RAMInBytes, opts.ParseUlimit, volume specs).
@@ -8,15 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from berth.cli.flags import BOOL, LIST, VALUE, Flag, UsageError, parse
-from berth.cli.runopts import (
-    RUN_FLAGS,
-    build_options,
-    parse_security_opts,
-    parse_size,
-    parse_ulimit,
-    parse_volume,
-)
+from berth.cli.flags import BOOL, LIST, VALUE, Flag, UsageError, parse, parse_size
+from berth.cli.mountopts import parse_volume
+from berth.cli.runopts import RUN_FLAGS, build_options, parse_security_opts, parse_ulimit
 from berth.container.spec import DEFAULT_SHM_SIZE, BindSpec, VolumeSpec
 from berth.errors import InvalidArgument
 from berth.oci.runtime import Rlimit

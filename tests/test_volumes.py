@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from berth.cli.runopts import parse_mount, parse_volume
+from berth.cli.mountopts import parse_mount, parse_volume
 from berth.container.spec import BindSpec, RunOptions, VolumeSpec, user_mounts
 from berth.errors import InvalidArgument
 from berth.volume import VolumeStore

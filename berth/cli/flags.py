@@ -129,3 +129,26 @@ def usage(command: str, synopsis: str, description: str, flags: tuple[Flag, ...]
                 names += " " + (f.metavar or ("list" if f.kind == LIST else "string"))
             lines.append(f"  {names:<28} {f.help}")
     return "\n".join(lines)
+
+
+# here, not in runopts: run's --memory and --shm-size, --mount's tmpfs-size and registry
+# serve's --max-upload all take sizes
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_SIZE = None  # compiled on first use: re is loaded anyway, the pattern need not be
+
+
+def parse_size(text: str, flag: str) -> int:
+    """Docker's RAMInBytes: 32m, 1g, 512k, 1024 (bytes); units are powers of 1024."""
+    global _SIZE
+    import re
+
+    raw = text.strip().lower()
+    if raw == "-1":
+        return -1
+    if _SIZE is None:
+        _SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?$")  # go-units' RAMInBytes
+    match = _SIZE.match(raw)
+    if not match:
+        raise UsageError(f'invalid argument "{text}" for "{flag}" flag: invalid size: '
+                         f"'{text}'")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from berth.cli.flags import BOOL, VALUE, Flag, UsageError, parse, usage
+from berth.cli.flags import BOOL, VALUE, Flag, UsageError, parse, parse_size, usage
 
 HELP_FLAG = Flag(("--help",), BOOL, "Print usage")
 SERVE_FLAGS = (
@@ -65,8 +65,6 @@ def cmd_registry_serve(g, argv) -> int:
     host, port = _address(values["addr"])
     max_upload = None
     if values["max_upload"]:
-        from berth.cli.runopts import parse_size
-
         max_upload = parse_size(values["max_upload"], "--max-upload")
         if max_upload <= 0:
             raise UsageError('invalid argument for "--max-upload" flag: must be positive')
