@@ -20,6 +20,7 @@ from berth.container.networking import ContainerNetworking, write_resolv_and_hos
 from berth.container.networking import resolv_conf  # noqa: F401 - re-exported
 from berth.container.record import new_record
 from berth.container.store import ZERO_TIME, ContainerStore, process_start as _proc_start
+from berth.container.volumes import remove_anonymous_volumes, resolve_volumes
 from berth.image import Image, ImageStore, now_rfc3339
 from berth.network.settings import DEFAULT_DNS, HOSTS_BASE  # noqa: F401 - re-exported
 from berth.oci import runtime as rt
@@ -103,7 +104,8 @@ class Containers:
             else:
                 # shared: `volume rm` cannot take a volume between its lookup and the record
                 with volumes.lock(shared=True):
-                    opts = self._resolve_volumes(volumes, image, opts, cdir, lowerdirs, made)
+                    opts = resolve_volumes(volumes, image, opts, cdir, lowerdirs, made,
+                                           self.get)
                     record, spec = self._build(image, opts, cid, name, cdir, lowerdirs,
                                                image_ref, auto_remove, seccomp_profile_text)
                     store.write(record)
@@ -113,53 +115,6 @@ class Containers:
                 volumes._delete(volume)
             raise
         return record, spec
-
-    def _resolve_volumes(self, volumes, image: Image, opts: specmod.RunOptions, cdir: str,
-                         lowerdirs: list[str], made: list[str]) -> specmod.RunOptions:
-        """Docker's mount sources, highest first: -v/--mount/--tmpfs, --volumes-from, the
-        image's VOLUMEs. Every volume gets a host directory; an empty one gets the image's
-        files at its destination (not with nocopy, not from --volumes-from)."""
-        from berth.container import rootview
-        from berth.oci.record import replace
-
-        binds, wanted = list(opts.binds), list(opts.volumes)
-        taken = ({b.destination for b in binds} | {v.destination for v in wanted}
-                 | {os.path.normpath(d) for d, _ in opts.tmpfs})
-        for item in opts.volumes_from:
-            ref, _, mode = item.partition(":")
-            for m in self.get(ref).get("Mounts") or ():
-                dest = m["Destination"]
-                if dest in taken or m.get("Type") not in ("volume", "bind"):
-                    continue
-                taken.add(dest)
-                ro = mode == "ro" if mode in ("ro", "rw") else not m.get("RW", True)
-                if m["Type"] == "bind":
-                    binds.append(specmod.BindSpec(m["Source"], dest, ro,
-                                                  m.get("Propagation") or "rprivate"))
-                else:
-                    wanted.append(specmod.VolumeSpec(dest, m["Name"], ro, nocopy=True))
-        for path in sorted(image.config.config.volumes or ()):
-            dest = "/" + os.path.normpath(path).lstrip("/")
-            if dest not in taken:
-                taken.add(dest)
-                wanted.append(specmod.VolumeSpec(dest))
-        layers = [os.path.join(cdir, "diff")] + lowerdirs
-        resolved = []
-        for v in wanted:
-            info = volumes.create(v.name or None)
-            if not v.name:
-                made.append(info["Name"])
-            options = info.get("Options") or {}
-            fstype, data, source = "", "", info["Mountpoint"]
-            if options.get("type") == "tmpfs":
-                fstype, data = "tmpfs", options.get("o", "")
-            elif options:
-                source = options["device"]  # a bind of another directory
-            elif not v.nocopy and volumes.is_empty(info["Name"]):
-                rootview.populate(layers, v.destination, source)
-            resolved.append(replace(v, name=info["Name"], source=source, fstype=fstype,
-                                    data=data))
-        return replace(opts, binds=tuple(binds), volumes=tuple(resolved))
 
     def spare_prefix(self) -> str:
         """Spare cgroups are named after their root: roots may share a cgroup parent."""
@@ -456,22 +411,8 @@ class Containers:
         if volumes is None:
             volumes = bool(record["HostConfig"].get("AutoRemove"))
         if volumes:
-            self._remove_anonymous_volumes(record)
+            remove_anonymous_volumes(self.root, record, self.list)
         return cid
-
-    def _remove_anonymous_volumes(self, record: dict) -> None:
-        names = [m["Name"] for m in record.get("Mounts") or () if m.get("Type") == "volume"]
-        if not names:
-            return
-        from berth.volume import VolumeStore, is_anonymous, users_of
-
-        volumes = VolumeStore(self.root)
-        for name in names:
-            try:
-                if is_anonymous(volumes.get(name)):
-                    volumes.remove(name, lambda n=name: users_of(self.list(), n))
-            except errors.BerthError:
-                pass  # gone already, or shared through --volumes-from: it stays, as in Docker
 
     def rename(self, ref: str, new_name: str) -> None:
         cid = self.store.lookup(ref)
