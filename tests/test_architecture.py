@@ -83,3 +83,39 @@ def test_run_path_does_not_load_heavy_modules():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          env=env, check=True).stdout.strip()
     assert out == ""
+
+
+def test_the_installed_launcher_runs_containers_and_flushes_before_its_quick_exit(tmp_path,
+                                                                                  busybox_tar):
+    """install.sh's launcher (python -S, the venv added by hand, os._exit after run and
+    create) must find every dependency and lose no output."""
+    launcher = os.path.join(REPO, ".venv", "bin", "berth")
+    with open(launcher) as f:
+        assert f.readline().rstrip().endswith("python3 -S"), "not install.sh's launcher"
+    env = dict(os.environ, BERTH_ROOT=str(tmp_path / "root"), PYTHONPATH=REPO)
+
+    def berth(*args: str) -> str:
+        return subprocess.run([launcher, *args], env=env, capture_output=True, text=True,
+                              check=True, timeout=120).stdout
+
+    try:
+        assert berth("--version").startswith("berth version")
+        berth("import", busybox_tar, "busybox")
+        assert berth("run", "--rm", "--network", "none", "busybox", "echo", "hi") == "hi\n"
+        cid = berth("create", "--network", "none", "busybox", "true").strip()
+        assert len(cid) == 64 and berth("ps", "-aq", "--no-trunc").split() == [cid]
+        # the dependencies a -S interpreter must still find in the venv
+        probe = "import aiohttp, bcrypt, isal, pyseccomp; print('ok')"
+        python = os.path.join(REPO, ".venv", "bin", "python3")
+        with open(launcher) as f:
+            path_line = next(line for line in f if line.startswith("sys.path.append("))
+        out = subprocess.run([python, "-S", "-c", "import sys\n" + path_line + probe],
+                             capture_output=True, text=True, check=True).stdout
+        assert out == "ok\n"
+    finally:
+        subprocess.run([launcher, "rm", "-f", *subprocess.run(
+            [launcher, "ps", "-aq"], env=env, capture_output=True, text=True).stdout.split()],
+            env=env, capture_output=True)
+        from berth.container import client
+
+        client.stop_hub(str(tmp_path / "root"))
