@@ -15,16 +15,20 @@ The rules are Docker's (moby/buildkit ``frontend/dockerfile/parser`` and
 * here-documents (``<<EOF``, ``<<-EOF``, ``<<"EOF"``) for RUN, COPY and ADD: their bodies
   follow the instruction, up to the terminator line.
 
-Variable substitution is not done here: it needs the build's environment at each step
+The grammar of the words after each keyword (flags, JSON form, pairs, ``<<EOF``) is
+berth.build.arguments'; this module splits the file and builds the records. Variable
+substitution is not done here: it needs the build's environment at each step
 (berth.build.shell does it, in the builder). Errors are ParseError, whose message names
 the file and line: ``Dockerfile:7: unknown instruction: FOO``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 
+from berth.build.arguments import (check_flags, extract_flags, from_args, healthcheck,
+                                   json_array, name_words, pairs, parse_heredoc,
+                                   split_words)
 from berth.errors import InvalidArgument
 from berth.oci.record import Record
 
@@ -32,22 +36,9 @@ INSTRUCTIONS = frozenset({
     "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
     "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
 })
-# flag name -> takes a value ("" kind) or is a boolean ("bool"); "list" may repeat
-FLAGS = {
-    "FROM": {"platform": ""},
-    "RUN": {"mount": "list", "network": "", "security": ""},
-    "COPY": {"from": "", "chown": "", "chmod": "", "link": "bool", "parents": "bool",
-             "exclude": "list"},
-    "ADD": {"chown": "", "chmod": "", "link": "bool", "checksum": "", "keep-git-dir": "bool",
-            "exclude": "list"},
-    "HEALTHCHECK": {"interval": "", "timeout": "", "start-period": "", "start-interval": "",
-                    "retries": ""},
-}
 HEREDOC_INSTRUCTIONS = ("RUN", "COPY", "ADD")
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _DIRECTIVES = ("escape", "syntax", "check")
-_HEREDOC = re.compile(r"^(\d*)<<(-?)([^<]*)$")
-_STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*$")
 
 
 class ParseError(InvalidArgument):
@@ -315,187 +306,13 @@ def _instruction(line: str, file: str, lineno: int, escape: str) -> Instruction:
     if cmd not in INSTRUCTIONS:
         raise ParseError(file, lineno, f"unknown instruction: {keyword}")
     try:
-        rest, words = _extract_flags(rest)
-        flags = _check_flags(cmd, words)
+        rest, words = extract_flags(rest)
+        flags = check_flags(cmd, words)
         return _build(cmd, text, rest.strip(), flags, file, lineno, escape)
     except ParseError:
         raise
     except InvalidArgument as exc:
         raise ParseError(file, lineno, str(exc)) from None
-
-
-def _extract_flags(line: str) -> tuple[str, list[str]]:
-    """The ``--name=value`` words at the start of `line` (quotes removed), and the rest."""
-    words: list[str] = []
-    pos = 0
-    n = len(line)
-    while True:
-        while pos < n and line[pos].isspace():
-            pos += 1
-        if pos >= n or not line.startswith("--", pos):
-            return line[pos:], words
-        word = ""
-        quote = None
-        blank_ok = False
-        while pos < n:
-            ch = line[pos]
-            if quote is None:
-                if ch.isspace():
-                    break
-                if ch in "'\"":
-                    quote, blank_ok = ch, True
-                    pos += 1
-                    continue
-            elif ch == quote:
-                quote = None
-                pos += 1
-                continue
-            if ch == "\\":
-                if pos + 1 == n:
-                    pos += 1
-                    continue
-                pos += 1
-                ch = line[pos]
-            word += ch
-            pos += 1
-        if word == "--":
-            return line[pos:], words
-        if word or blank_ok:
-            words.append(word)
-
-
-def _check_flags(cmd: str, words: list[str]) -> tuple[tuple[str, str], ...]:
-    allowed = FLAGS.get(cmd, {})
-    out: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for word in words:
-        name, eq, value = word[2:].partition("=")
-        kind = allowed.get(name)
-        if kind is None:
-            raise InvalidArgument(f"unknown flag: {name}")
-        if name in seen and kind != "list":
-            raise InvalidArgument(f"duplicate flag specified: {name}")
-        seen.add(name)
-        if kind == "bool":
-            low = value.lower() if eq else "true"
-            if low not in ("true", "false"):
-                raise InvalidArgument(f'expecting boolean value for flag {name}, not: {value}')
-            value = low
-        elif not eq:
-            raise InvalidArgument(f"missing a value on flag: {name}")
-        out.append((name, value))
-    return tuple(out)
-
-
-def _json_array(rest: str) -> list[str] | None:
-    """The JSON array of strings `rest` is, or None when it is not JSON (shell form).
-
-    As Docker's decoder, trailing text after the array is ignored; an array holding
-    anything but strings is an error rather than shell form.
-    """
-    if not rest.startswith("["):
-        return None
-    try:
-        value, _end = json.JSONDecoder().raw_decode(rest)
-    except ValueError:
-        return None
-    if not isinstance(value, list):
-        return None
-    if not all(isinstance(v, str) for v in value):
-        raise InvalidArgument("when using JSON array syntax, arrays must be comprised of "
-                              "strings only")
-    return value
-
-
-def _words(rest: str) -> tuple[str, ...]:
-    return tuple(rest.split())
-
-
-def _name_words(rest: str, escape: str) -> list[str]:
-    """Words split on whitespace outside quotes; quotes and escapes stay (Docker parseWords)."""
-    words: list[str] = []
-    word = ""
-    quote = None
-    blank_ok = False
-    in_word = False
-    i = 0
-    n = len(rest)
-    while i < n:
-        ch = rest[i]
-        if not in_word:
-            if ch.isspace():
-                i += 1
-                continue
-            in_word = True
-        if quote is None:
-            if ch.isspace():
-                if blank_ok or word:
-                    words.append(word)
-                word, blank_ok, in_word = "", False, False
-                i += 1
-                continue
-            if ch in "'\"":
-                quote, blank_ok = ch, True
-            elif ch == escape:
-                if i + 1 == n:
-                    i += 1
-                    continue
-                word += ch
-                i += 1
-                ch = rest[i]
-            word += ch
-            i += 1
-            continue
-        if ch == quote:
-            quote = None
-        elif ch == escape and quote != "'":
-            if i + 1 == n:
-                i += 1
-                continue
-            word += ch
-            i += 1
-            ch = rest[i]
-        word += ch
-        i += 1
-    if in_word and (blank_ok or word):
-        words.append(word)
-    return words
-
-
-def _pairs(cmd: str, rest: str, escape: str) -> tuple[tuple[str, str | None], ...]:
-    words = _name_words(rest, escape)
-    if not words:
-        raise InvalidArgument(f"{cmd} requires at least one argument")
-    if cmd == "ARG":
-        out = []
-        for word in words:
-            key, eq, value = word.partition("=")
-            if not key:
-                raise InvalidArgument("ARG names can not be blank")
-            out.append((key, value if eq else None))
-        return tuple(out)
-    if "=" not in words[0]:
-        # the legacy form, `ENV key value`: the rest of the line is the value
-        parts = rest.split(None, 1)
-        if len(parts) < 2:
-            raise InvalidArgument(f"{cmd} must have two arguments")
-        return ((parts[0], parts[1]),)
-    out = []
-    for word in words:
-        if "=" not in word:
-            raise InvalidArgument(f"Syntax error - can't find = in {_quote(word)}. Must be of "
-                                  "the form: name=value")
-        key, _, value = word.partition("=")
-        if not key:
-            raise InvalidArgument(f"{cmd} names can not be blank")
-        out.append((key, value))
-    return tuple(out)
-
-
-def _quote(text: str) -> str:
-    from berth.build.shell import go_quote
-
-    return go_quote(text)
 
 
 def _build(cmd: str, original: str, rest: str, flags, file: str, lineno: int,
@@ -504,22 +321,22 @@ def _build(cmd: str, original: str, rest: str, flags, file: str, lineno: int,
         return Instruction(cmd, original, lineno, file, flags=flags, **kw)
 
     if cmd in ("RUN", "CMD", "ENTRYPOINT"):
-        array = _json_array(rest)
+        array = json_array(rest)
         if array is not None:
             return make(args=tuple(array), exec_form=True)
         if not rest:
             raise InvalidArgument(f"{cmd} requires at least one argument")
         return make(args=(rest,))
     if cmd == "SHELL":
-        array = _json_array(rest)
+        array = json_array(rest)
         if array is None:
             raise InvalidArgument("SHELL requires the arguments to be in JSON form")
         if not array:
             raise InvalidArgument("SHELL requires at least one argument")
         return make(args=tuple(array), exec_form=True)
     if cmd in ("COPY", "ADD", "VOLUME"):
-        array = _json_array(rest)
-        args = tuple(array) if array is not None else _words(rest)
+        array = json_array(rest)
+        args = tuple(array) if array is not None else split_words(rest)
         if cmd != "VOLUME" and len(args) < 2:
             raise InvalidArgument(f"{cmd} requires at least two arguments, but only "
                                   f"{len(args)} {'was' if len(args) == 1 else 'were'} provided. "
@@ -528,22 +345,17 @@ def _build(cmd: str, original: str, rest: str, flags, file: str, lineno: int,
             raise InvalidArgument("VOLUME requires at least one argument")
         return make(args=args, exec_form=array is not None)
     if cmd in ("ENV", "LABEL", "ARG"):
-        return make(pairs=_pairs(cmd, rest, escape))
+        return make(pairs=pairs(cmd, rest, escape))
     if cmd == "FROM":
-        words = _words(rest)
-        if len(words) not in (1, 3) or (len(words) == 3 and words[1].lower() != "as"):
-            raise InvalidArgument("FROM requires either one or three arguments")
-        if len(words) == 3 and not _STAGE_NAME.match(words[2].lower()):
-            raise InvalidArgument(f"invalid name for build stage: {_quote(words[2])}, name "
-                                  "can't start with a number or contain symbols")
-        return make(args=words)
+        return make(args=from_args(rest))
     if cmd == "EXPOSE":
-        words = _words(rest)
+        words = split_words(rest)
         if not words:
             raise InvalidArgument("EXPOSE requires at least one argument")
         return make(args=words)
     if cmd == "HEALTHCHECK":
-        return _healthcheck(make, rest)
+        args, exec_form = healthcheck(rest, flags)
+        return make(args=args, exec_form=exec_form)
     if cmd == "ONBUILD":
         if not rest:
             raise InvalidArgument("ONBUILD requires at least one argument")
@@ -557,46 +369,6 @@ def _build(cmd: str, original: str, rest: str, flags, file: str, lineno: int,
     if not rest:
         raise InvalidArgument(f"{cmd} requires exactly one argument")
     return make(args=(rest,))
-
-
-def _healthcheck(make, rest: str) -> Instruction:
-    if not rest:
-        raise InvalidArgument("HEALTHCHECK requires at least one argument")
-    kind = rest.split(None, 1)[0]
-    command = rest[len(kind):].strip()
-    typ = kind.upper()
-    if typ == "NONE":
-        if command:
-            raise InvalidArgument("HEALTHCHECK NONE takes no arguments")
-        inst = make(args=("NONE",))
-    elif typ == "CMD":
-        if not command:
-            raise InvalidArgument("Missing command after HEALTHCHECK CMD")
-        array = _json_array(command)
-        inst = make(args=("CMD", *array) if array is not None else ("CMD", command),
-                    exec_form=array is not None)
-    else:
-        raise InvalidArgument(f'Unknown type "{kind}" in HEALTHCHECK (try CMD)')
-    if typ == "NONE" and inst.flags:
-        raise InvalidArgument("HEALTHCHECK NONE takes no options")
-    from berth.build.metadata import parse_duration
-
-    for name in ("interval", "timeout", "start-period", "start-interval"):
-        value = inst.flag(name)
-        if value is not None:
-            nanos = parse_duration(value)
-            if nanos != 0 and nanos < 1_000_000:
-                raise InvalidArgument(f"{name.capitalize().replace('-', ' ')} "
-                                      f"{_quote(value)} cannot be less than 1ms")
-    retries = inst.flag("retries")
-    if retries is not None:
-        try:
-            count = int(retries)
-        except ValueError:
-            raise InvalidArgument(f"invalid --retries value {_quote(retries)}") from None
-        if count < 0:
-            raise InvalidArgument("--retries cannot be negative")
-    return inst
 
 
 # -- here-documents
@@ -631,25 +403,7 @@ def _read_heredocs(inst: Instruction, lines: _Lines, escape: str) -> Instruction
 def _heredoc_words(inst: Instruction) -> list[str]:
     if inst.cmd == "RUN" and not inst.exec_form:
         # words as sh splits the line, quotes kept: they tell <<"EOF" from <<EOF
-        return _name_words(inst.args[0], "\\")
+        return name_words(inst.args[0], "\\")
     if inst.cmd in ("COPY", "ADD") and not inst.exec_form:
         return list(inst.args[:-1])
     return []
-
-
-def parse_heredoc(word: str, escape: str = "\\") -> tuple[str, bool, bool, int | None] | None:
-    """(name, expand, chomp, fd) when `word` opens a here-document (``<<EOF``), else None."""
-    m = _HEREDOC.match(word)
-    if not m or not m.group(3):
-        return None
-    from berth.build.shell import expand
-
-    rest = m.group(3)
-    try:
-        name = expand(rest, {}, escape)
-    except InvalidArgument:
-        return None
-    if not name:
-        return None
-    fd = int(m.group(1)) if m.group(1) else None
-    return name, rest == name, m.group(2) == "-", fd

@@ -186,7 +186,7 @@ def command(config, inst, workspace: str, escape: str = "\\"):
     here-documents stay in the line, and the shell reads them itself.
     """
     from berth.build.metadata import shell_of
-    from berth.build.parser import _name_words, parse_heredoc
+    from berth.build.arguments import name_words, parse_heredoc
 
     if inst.exec_form:
         return tuple(inst.args), [], ""
@@ -195,7 +195,7 @@ def command(config, inst, workspace: str, escape: str = "\\"):
     if not inst.heredocs:
         return shell + (text,), [], ""
     script = "".join(d.content for d in inst.heredocs)
-    words = _name_words(text, escape)
+    words = name_words(text, escape)
     if len(inst.heredocs) == 1 and len(words) == 1 and parse_heredoc(words[0], escape):
         doc = inst.heredocs[0]
         if doc.content.startswith("#!"):
