@@ -1,6 +1,7 @@
 """berth build: Dockerfiles to images, with Docker's rules, cache and multi-stage builds.
 
     parser    Dockerfile text -> typed instructions with file and line (pure)
+    arguments one instruction's argument grammar: flags, JSON form, words, pairs, <<EOF (pure)
     shell     Docker's $VAR substitution and quote removal (pure)
     metadata  the config-only instructions and the history text Docker gives them (pure)
     ignore    .dockerignore's rules (pure)
