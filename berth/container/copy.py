@@ -2,8 +2,9 @@
 
 The container's files are a `rootview.View` (its layers, with its volumes, binds and
 /etc files mounted over them), read and written as data, never mounted on the host and
-never letting the kernel follow a symlink; see rootview for how. The image's files are
-copied into a new volume the same way (rootview's `populate`).
+never letting the kernel follow a symlink; see rootview for how, and rootwrite for
+writes. The image's files are copied into a new volume the same way (rootwrite's
+`populate`).
 
 A stopped container is written in its top layer (the upper dir). A running container is
 written through its own root instead (/proc/PID/root, walked the same way): overlayfs
@@ -17,7 +18,8 @@ import os
 import stat
 
 from berth import errors
-from berth.container.rootview import Entry, Tree, View, Writer, split_path
+from berth.container.rootview import Entry, Tree, View, split_path
+from berth.container.rootwrite import Writer
 
 # --- the container as a view -----------------------------------------------------------
 

@@ -19,7 +19,7 @@ def resolve_volumes(volumes, image, opts: specmod.RunOptions, cdir: str, lowerdi
     files at its destination (not with nocopy, not from --volumes-from). The anonymous
     volumes made are added to `made`, for the caller to remove if the create fails;
     `get(ref)` is the service's container lookup."""
-    from berth.container import rootview
+    from berth.container import rootwrite
     from berth.oci.record import replace
 
     binds, wanted = list(opts.binds), list(opts.volumes)
@@ -56,7 +56,7 @@ def resolve_volumes(volumes, image, opts: specmod.RunOptions, cdir: str, lowerdi
         elif options:
             source = options["device"]  # a bind of another directory
         elif not v.nocopy and volumes.is_empty(info["Name"]):
-            rootview.populate(layers, v.destination, source)
+            rootwrite.populate(layers, v.destination, source)
         resolved.append(replace(v, name=info["Name"], source=source, fstype=fstype,
                                 data=data))
     return replace(opts, binds=tuple(binds), volumes=tuple(resolved))
