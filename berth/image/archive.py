@@ -5,7 +5,9 @@ This module is the entry points and the names the formats share; the work is don
     save.py         writing: the form Docker 25+ writes, at once a docker-archive and an
                     OCI image layout ("oci-archive" leaves out the docker files)
     load.py         reading docker-archives and OCI archives: spooled, verified, then
-                    published to the store all at once or not at all
+                    published to the store all at once or not at all, with
+    load_stage.py   the archive's members spooled to the store's ingest directory
+    load_formats.py what a docker-archive's and an OCI layout's files mean
     export.py       a container's merged root tree as a tar (the CLI imports it from here)
     archive_tar.py  the tar framing of all three: an fd writer, a forward-only reader
 
