@@ -3,6 +3,7 @@
     service   the Containers service: create, start, stop, remove, records (heavy)
     spec      image config + run options -> OCI runtime spec (pure)
     monitor   the per-container monitor; hub: the process that forks monitors
+    relay     a monitor's side of the container's stdio: the log and attached clients
     client    the CLI's side of hub and monitors (frames: berth.ipc)
     store, users, names, logs, attach, health: the rest of a container's life
 

@@ -291,7 +291,7 @@ def _fork(listener, lock, conn, work) -> None:
 def _exec(root: str, conn, message: dict, fds: list[int]) -> None:
     from berth import errors
     from berth.container.execute import prepare
-    from berth.container.monitor import client_from
+    from berth.container.relay import client_from
     from berth.runtime import Stdio
 
     client = client_from(conn, message, fds)
@@ -320,7 +320,8 @@ def _exec(root: str, conn, message: dict, fds: list[int]) -> None:
 
 
 def _monitor(containers, conn, message: dict, fds: list[int], spare=None) -> None:
-    from berth.container.monitor import Monitor, client_from
+    from berth.container.monitor import Monitor
+    from berth.container.relay import client_from
     from berth.container.spec import options_from_dict
 
     first = client_from(conn, message, fds) if conn is not None else None

@@ -2,10 +2,10 @@
 
 One monitor process owns one container for its whole life: it is the container's
 parent (a child subreaper, so the runtime's stage A can step away), reads its output
-and writes the json-file log, holds its pty, relays attached clients, records every
-exit, applies the restart policy with Docker's back-off, and runs health checks. It
-outlives the CLI that asked for it; the CLI only talks to it through
-<root>/run/monitors/<id>.sock.
+and writes the json-file log, holds its pty, relays attached clients (those three are
+berth.container.relay), records every exit, applies the restart policy with Docker's
+back-off, and runs health checks. It outlives the CLI that asked for it; the CLI only
+talks to it through <root>/run/monitors/<id>.sock.
 
 Monitors are forked from the hub (berth.container.hub), a long-lived process that has
 already imported everything, so a monitor costs a fork rather than an interpreter start,
@@ -16,16 +16,14 @@ avoid, and the garbage collector frozen by the hub before forking.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import select
 import signal
-import struct
 import time
 
 from berth import errors
 from berth import ipc as wire
-from berth.container.logs import LogWriter
+from berth.container.relay import Client, Relay, client_from, clients_from_arg, tell
 from berth.trace import trace
 
 # Docker's restart manager: 100 ms doubling per restart, at most a minute, back to
@@ -33,36 +31,6 @@ from berth.trace import trace
 BACKOFF_START = 0.1
 BACKOFF_MAX = 60.0
 BACKOFF_RESET_AFTER = 10.0
-CHUNK = 32768
-
-
-class Client:
-    """An attached CLI: its control socket and the fds it lent us."""
-
-    def __init__(self, sock, stdin: int | None, stdout: int | None, stderr: int | None,
-                 stdin_once: bool = False, tty: bool = False,
-                 console_size: tuple[int, int] | None = None) -> None:
-        self.sock = sock
-        self.stdin = stdin
-        self.stdout = stdout
-        self.stderr = stderr
-        self.stdin_once = stdin_once  # EOF on this stdin closes the container's stdin
-        self.tty = tty
-        self.console_size = console_size
-
-    def close(self) -> None:
-        for fd in (self.stdin, self.stdout, self.stderr):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self.stdin = self.stdout = self.stderr = None
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
 
 SHIM_AFTER = 1.0  # seconds a container runs before its monitor becomes berth-shim
 
@@ -91,12 +59,8 @@ class Monitor:
     def __init__(self, containers, cid: str) -> None:
         self.containers = containers
         self.cid = cid
-        self.clients: list[Client] = []
+        self.relay = Relay()
         self.proc = None
-        self.out_r = self.err_r = self.in_w = None
-        self.console = None
-        self.tty = False
-        self.log: LogWriter | None = None
         self.restarts = 0
         self.backoff = BACKOFF_START
         self.listener = None
@@ -125,8 +89,8 @@ class Monitor:
             self._launch(first, start)
         except errors.BerthError as exc:
             if first is not None:
-                _tell(first, {"event": "error", "message": str(exc),
-                              "code": getattr(exc, "exit_code", 125)})
+                tell(first, {"event": "error", "message": str(exc),
+                             "code": getattr(exc, "exit_code", 125)})
                 first.close()
             return
         self.listener = wire.listen(monitor_socket_dir(self.containers.root), f"{self.cid}.sock")
@@ -136,7 +100,7 @@ class Monitor:
         """Carry on after berth-shim: the container exited with wait status `status`."""
         self._signals()
         self.listener = listener
-        self.clients = clients
+        self.relay.clients = clients
         record = self._safe_get()
         if record is not None:
             from berth.container.logs import parse_time
@@ -181,15 +145,9 @@ class Monitor:
         record = self._safe_get()  # None for `run`: the record is made by start()
         cfg = record["Config"] if record else {}
         open_stdin = bool(cfg.get("OpenStdin")) or bool(first and first.stdin is not None)
-        self.tty = bool(cfg.get("Tty")) if record else bool(first and first.tty)
-        in_r = out_w = err_w = None
-        stdio = Stdio()
-        if not self.tty:
-            self.out_r, out_w = os.pipe2(os.O_CLOEXEC)
-            self.err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            if open_stdin:
-                in_r, self.in_w = os.pipe2(os.O_CLOEXEC)
-            stdio = Stdio(in_r, out_w, err_w)
+        tty = bool(cfg.get("Tty")) if record else bool(first and first.tty)
+        in_r, out_w, err_w = self.relay.open(tty, open_stdin)
+        stdio = Stdio() if tty else Stdio(in_r, out_w, err_w)
         size = first.console_size if first is not None else None
         trace("monitor: start")
         try:
@@ -200,16 +158,13 @@ class Monitor:
                 if fd is not None:
                     os.close(fd)
         self.cid = record["Id"]
-        if self.tty:
-            self.console = self.proc.console
-        if self.log is None:
-            opts = record["HostConfig"].get("LogConfig", {}).get("Config", {})
-            self.log = LogWriter(record["LogPath"], _size(opts.get("max-size")),
-                                 int(opts.get("max-file", "1")))
+        if tty:
+            self.relay.console = self.proc.console
+        self.relay.open_log(record)
         self.started_at = time.monotonic()
         if first is not None:
-            _tell(first, {"event": "started", "id": self.cid, "pid": self.proc.pid})
-            self.clients.append(first)
+            tell(first, {"event": "started", "id": self.cid, "pid": self.proc.pid})
+            self.relay.clients.append(first)
         self._setup_health(record)
 
     # --- the event loop ------------------------------------------------------------
@@ -231,24 +186,17 @@ class Monitor:
                 status = self._reap()
             if self.health is not None and self.health.due():
                 self.health.run(self)
-            if status is not None and not self._outputs_open():
+            if status is not None and not self.relay.outputs_open():
                 self._polled = set()
                 return status
             if status is None:
                 self._maybe_become_shim()
 
     def _register(self, poller) -> dict:
-        watched = {}
-        for fd, what in ((self.wake_r, "wake"), (self.out_r, "stdout"), (self.err_r, "stderr"),
-                         (self.console, "console")):
-            if fd is not None:
-                watched[fd] = what
+        watched = {self.wake_r: "wake"}
         if self.listener is not None:
             watched[self.listener.fileno()] = "listen"
-        for c in self.clients:
-            watched[c.sock.fileno()] = c
-            if c.stdin is not None:
-                watched[c.stdin] = ("stdin", c)
+        self.relay.watch(watched)
         for fd in self._polled - watched.keys():
             poller.unregister(fd)
         for fd in watched.keys() - self._polled:
@@ -264,75 +212,12 @@ class Monitor:
                     pass
             except BlockingIOError:
                 pass
-        elif what in ("stdout", "stderr", "console"):
-            self._pump(fd, "stdout" if what == "console" else what)
         elif what == "listen":
             self._accept()
-        elif isinstance(what, tuple):
-            self._stdin(what[1])
-        elif isinstance(what, Client):
-            self._control(what)
-
-    def _pump(self, fd: int, stream: str) -> None:
-        try:
-            data = os.read(fd, CHUNK)
-        except OSError:  # EIO from a pty whose last slave closed: the end, like EOF
-            data = b""
-        if not data:
-            os.close(fd)
-            if fd == self.out_r:
-                self.out_r = None
-            elif fd == self.err_r:
-                self.err_r = None
-            elif fd == self.console:
-                self.console = None
-                if self.proc is not None:
-                    self.proc.console = None
-            return
-        self.log.write(stream, data)
-        for c in list(self.clients):
-            target = c.stderr if stream == "stderr" and c.stderr is not None else c.stdout
-            if target is None:
-                continue
-            try:
-                _write_all(target, data)
-            except OSError:
-                self._drop(c)
-
-    def _stdin(self, c: Client) -> None:
-        try:
-            data = os.read(c.stdin, CHUNK)
-        except OSError:
-            data = b""
-        sink = self.console if self.tty else self.in_w
-        if not data:
-            os.close(c.stdin)
-            c.stdin = None
-            if c.stdin_once and not self.tty and self.in_w is not None:
-                os.close(self.in_w)
-                self.in_w = None
-            return
-        if sink is not None:
-            try:
-                _write_all(sink, data)
-            except OSError:
-                pass
-
-    def _control(self, c: Client) -> None:
-        try:
-            message, fds = wire.recv(c.sock)
-        except (OSError, ValueError):
-            message, fds = None, []
-        for fd in fds:
-            os.close(fd)
-        if message is None:
-            self._drop(c)
-            return
-        if message.get("op") == "resize" and self.console is not None:
-            import termios
-
-            fcntl.ioctl(self.console, termios.TIOCSWINSZ,
-                        struct.pack("HHHH", message["rows"], message["cols"], 0, 0))
+        else:
+            self.relay.dispatch(fd, what)
+            if what == "console" and self.relay.console is None and self.proc is not None:
+                self.proc.console = None  # closed at its EOF: not the runtime's to close
 
     def _accept(self) -> None:
         try:
@@ -353,21 +238,9 @@ class Monitor:
             conn.close()
             return
         c = client_from(conn, message, fds)
-        _tell(c, {"event": "started", "id": self.cid, "pid": self.proc.pid if self.proc else 0})
-        if message.get("console_size") and self.console is not None:
-            import termios
-
-            rows, cols = message["console_size"]
-            fcntl.ioctl(self.console, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self.clients.append(c)
-
-    def _drop(self, c: Client) -> None:
-        if c in self.clients:
-            self.clients.remove(c)
-        c.close()
-
-    def _outputs_open(self) -> bool:
-        return any(fd is not None for fd in (self.out_r, self.err_r, self.console))
+        tell(c, {"event": "started", "id": self.cid, "pid": self.proc.pid if self.proc else 0})
+        self.relay.resize(message.get("console_size"))
+        self.relay.clients.append(c)
 
     def _reap(self) -> int | None:
         """Collect exited children; the container's wait status once PID 1 is gone."""
@@ -392,11 +265,9 @@ class Monitor:
         else:
             exit_status = self._exit_status(status)  # resumed after berth-shim
         self.proc = None
-        if self.log is not None:
-            self.log.flush()
-        if self.in_w is not None:
-            os.close(self.in_w)
-            self.in_w = None
+        if self.relay.log is not None:
+            self.relay.log.flush()
+        self.relay.close_stdin()
         self.containers.finish(self.cid, exit_status)
         self.last_code = exit_status.code
         ran_for = time.monotonic() - self.started_at
@@ -405,9 +276,9 @@ class Monitor:
         return self._safe_get()
 
     def _notify_exit(self) -> None:
-        for c in list(self.clients):
-            _tell(c, {"event": "exit", "code": self.last_code})
-            self._drop(c)
+        for c in list(self.relay.clients):
+            tell(c, {"event": "exit", "code": self.last_code})
+            self.relay.drop(c)
 
     def _restart_wanted(self, record: dict | None, status: int) -> bool:
         if record is None:
@@ -454,9 +325,9 @@ class Monitor:
             except OSError:
                 pass
             self.listener = None
-        if self.log is not None:
-            self.log.close()
-            self.log = None
+        if self.relay.log is not None:
+            self.relay.log.close()
+            self.relay.log = None
 
     # --- health checks ---------------------------------------------------------------
 
@@ -498,7 +369,7 @@ class Monitor:
 
     def _maybe_become_shim(self) -> None:
         """A container still running after SHIM_AFTER: exec berth-shim to shed our memory."""
-        if self.shim is None or self.proc is None or self.log is None:
+        if self.shim is None or self.proc is None or self.relay.log is None:
             return
         if time.monotonic() - self.started_at < SHIM_AFTER:
             return
@@ -509,29 +380,10 @@ class Monitor:
         record = self._safe_get()
         if record is None:
             return
-        self.log.close()
-        keep = []
+        relayed, keep = self.relay.shim_args()
         args = [self.shim, "--id", self.cid, "--pid", str(self.proc.pid),
-                "--log", self.log.path, "--log-max-size", str(self.log.max_size),
-                "--log-max-file", str(self.log.max_file)]
-        if self.console is not None:
-            args += ["--console", str(self.console)]
-            keep.append(self.console)
-        else:
-            for flag, fd in (("--out", self.out_r), ("--err", self.err_r)):
-                if fd is not None:
-                    args += [flag, str(fd)]
-                    keep.append(fd)
-        if self.in_w is not None:
-            args += ["--in", str(self.in_w)]
-            keep.append(self.in_w)
-        args += ["--listen", str(self.listener.fileno())]
+                "--listen", str(self.listener.fileno())] + relayed
         keep.append(self.listener.fileno())
-        for c in self.clients:
-            fds = [c.sock.fileno()] + [-1 if fd is None else fd for fd in (c.stdin, c.stdout,
-                                                                           c.stderr)]
-            keep += [fd for fd in fds if fd >= 0]
-            args += ["--client", ":".join(str(fd) for fd in fds) + f":{int(c.stdin_once)}"]
         if self.health is not None:
             args += ["--health-interval-ms", str(int(self.health.interval * 1000)),
                      "--health", _sys.executable, "-m", "berth.container.health",
@@ -546,40 +398,6 @@ class Monitor:
         os.execv(self.shim, args)
 
 
-def client_from(sock, message: dict, fds: list[int]) -> Client:
-    """Map the fds a client sent to what it asked to attach."""
-    it = iter(fds)
-    stdin = next(it, None) if message.get("stdin") else None
-    stdout = next(it, None) if message.get("stdout") else None
-    stderr = next(it, None) if message.get("stderr") else None
-    size = message.get("console_size")
-    return Client(sock, stdin, stdout, stderr, bool(message.get("stdin_once")),
-                  bool(message.get("tty")), tuple(size) if size else None)
-
-
-def _tell(c: Client, message: dict) -> None:
-    try:
-        wire.send(c.sock, message, binary=True)  # a CLI reads both forms
-    except OSError:
-        pass
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _size(text: str | None) -> int:
-    if not text:
-        return -1
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    text = text.strip().lower()
-    if text[-1:] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
-
-
 def main(argv: list[str]) -> int:
     """The monitor again, exec'd by berth-shim when the container's PID 1 has exited."""
     import _socket
@@ -590,12 +408,7 @@ def main(argv: list[str]) -> int:
 
     containers = Containers(args["--root"], ImageStore(args["--root"]))
     listener = _socket.socket(fileno=int(args["--listen"]))
-    clients = []
-    for item in filter(None, args.get("--clients", "").split(",")):
-        sock, stdin, stdout, stderr, once = (int(x) for x in item.split(":"))
-        clients.append(Client(_socket.socket(fileno=sock), *(None if fd < 0 else fd
-                                                           for fd in (stdin, stdout, stderr)),
-                              stdin_once=bool(once)))
+    clients = clients_from_arg(args.get("--clients", ""))
     for fd in [listener.fileno()] + [c.sock.fileno() for c in clients]:
         os.set_inheritable(fd, False)
     Monitor(containers, args["--id"]).resume(int(args["--status"]), listener, clients)
