@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -172,21 +171,9 @@ def cmd_network_inspect(g, argv) -> int:
     if not pos:
         raise UsageError('"berth network inspect" requires at least 1 argument.')
     networks = _networks(g)
-    results, status = [], 0
-    for ref in pos:
-        try:
-            results.append(networks.inspect(ref))
-        except BerthError as exc:
-            sys.stderr.write(f"berth: {exc}\n")
-            status = 1
-    if values["format"]:
-        from berth.cli.template import render
+    from berth.cli.containers import emit_inspect
 
-        for info in results:
-            sys.stdout.write(render(values["format"], info) + "\n")
-    else:
-        sys.stdout.write(json.dumps(results, indent=4) + "\n")
-    return status
+    return emit_inspect(pos, networks.inspect, values["format"])
 
 
 def cmd_network_rm(g, argv) -> int:

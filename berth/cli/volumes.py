@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -167,21 +166,9 @@ def cmd_volume_inspect(g, argv) -> int:
     if not pos:
         raise UsageError('"berth volume inspect" requires at least 1 argument.')
     store = _store(g)
-    results, status = [], 0
-    for name in pos:
-        try:
-            results.append(store.get(name))
-        except BerthError as exc:
-            sys.stderr.write(f"berth: {exc}\n")
-            status = 1
-    if values["format"]:
-        from berth.cli.template import render
+    from berth.cli.containers import emit_inspect
 
-        for info in results:
-            sys.stdout.write(render(values["format"], info) + "\n")
-    else:
-        sys.stdout.write(json.dumps(results, indent=4) + "\n")
-    return status
+    return emit_inspect(pos, store.get, values["format"])
 
 
 def cmd_volume_rm(g, argv) -> int:
