@@ -15,7 +15,7 @@ caller that only needs `caps` or `cgroups` does not pay for the rest.
 from __future__ import annotations
 
 _PROCESS = ("ContainerProcess", "ExitStatus", "Stdio", "close_fds_except", "_Pipes", "_recv_fd",
-            "_start_error", "_read_all", "_read_exact", "_waitpid", "_close")
+            "_start_error", "_read_all", "_read_exact", "_waitpid", "_kill_and_reap", "_close")
 
 
 def __getattr__(name: str):

@@ -225,14 +225,10 @@ class ExecProcess:
                 pass
 
     def abort(self) -> None:
-        from berth.runtime import _waitpid
+        from berth.runtime import _kill_and_reap
 
         if self._x is not None:
-            try:
-                os.kill(self._x, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _waitpid(self._x)
+            _kill_and_reap(self._x)
             self._x = None
         if self._status_r is not None:
             os.close(self._status_r)

@@ -436,11 +436,7 @@ class ContainerProcess:
     def abort(self) -> None:
         """Undo prepare() or a failed start(): stage A and B gone, fds closed, cgroup removed."""
         if self._stage_a is not None:
-            try:
-                os.kill(self._stage_a, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _waitpid(self._stage_a)
+            _kill_and_reap(self._stage_a)
             self._stage_a = None
         if self.detached and self.pid is not None:
             self.kill(signal.SIGKILL)
@@ -486,6 +482,15 @@ def _close(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
+
+
+def _kill_and_reap(pid: int) -> None:
+    """SIGKILL a helper stage of ours and reap it (it may have exited already)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _waitpid(pid)
 
 
 def _waitpid(pid: int) -> int:
