@@ -33,6 +33,21 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644, durable: bool = True
     os.replace(tmp, path)
 
 
+def normalize_parts(parts) -> list[str]:
+    """Path components cleaned lexically: "" and "." dropped, ".." takes one back but never
+    above the root, as a path inside an image or container root resolves."""
+    out: list[str] = []
+    for p in parts:
+        if p in ("", "."):
+            continue
+        if p == "..":
+            if out:
+                out.pop()
+        else:
+            out.append(p)
+    return out
+
+
 def remove_tree(path: str) -> None:
     """rm -rf that never follows a symlink, with no import of shutil (~2 ms) on hot paths.
 

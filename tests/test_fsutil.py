@@ -36,3 +36,12 @@ def test_write_atomic_replaces_and_leaves_no_temporaries(tmp_path):
     write_atomic(str(target), b"two", durable=False)
     assert target.read_bytes() == b"two"
     assert os.listdir(tmp_path) == ["record.json"]
+
+
+def test_normalize_parts_never_climbs_above_the_root():
+    from berth.fsutil import normalize_parts
+
+    assert normalize_parts("/a/./b//../c".split("/")) == ["a", "c"]
+    assert normalize_parts(["..", "..", "etc", "passwd"]) == ["etc", "passwd"]
+    assert normalize_parts(["a", "..", "..", "b", "."]) == ["b"]
+    assert normalize_parts([]) == []

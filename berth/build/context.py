@@ -19,6 +19,7 @@ import stat
 
 from berth.build.ignore import Ignore, read_ignore
 from berth.errors import FailedPrecondition, InvalidArgument, NotFound
+from berth.fsutil import normalize_parts
 
 _WILDCARDS = re.compile(r"(?<!\\)[*?\[]")
 _REMOTE = ("http://", "https://", "git://", "git@", "github.com/", "ssh://")
@@ -41,21 +42,8 @@ class Node:
         return stat.S_ISDIR(self.st.st_mode)
 
 
-def _normalize(parts) -> list[str]:
-    out: list[str] = []
-    for p in parts:
-        if p in ("", "."):
-            continue
-        if p == "..":
-            if out:
-                out.pop()
-        else:
-            out.append(p)
-    return out
-
-
 def split_path(path: str) -> list[str]:
-    return _normalize(path.split("/"))
+    return normalize_parts(path.split("/"))
 
 
 class Tree:
@@ -108,7 +96,7 @@ class Tree:
                 raise InvalidArgument(f"too many levels of symbolic links in {path}")
             target = os.readlink(raw.path)
             base = [] if target.startswith("/") else parts[:i]
-            parts = _normalize(base + target.split("/") + parts[i + 1:])
+            parts = normalize_parts(base + target.split("/") + parts[i + 1:])
             i = 0
         return parts
 

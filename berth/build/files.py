@@ -23,6 +23,7 @@ import time
 
 from berth.build.context import Source, Tree, is_archive, split_path, walk
 from berth.errors import FailedPrecondition, InvalidArgument
+from berth.fsutil import normalize_parts
 
 _CHUNK = 1 << 30
 
@@ -87,8 +88,6 @@ class Stager:
 
     def resolve(self, path: str, follow_last: bool = True) -> list[str]:
         """An absolute image path with the image's symlinks followed, inside the image."""
-        from berth.build.context import _normalize
-
         parts = split_path(path)
         hops = 0
         i = 0
@@ -103,7 +102,7 @@ class Stager:
             if hops > 255:
                 raise InvalidArgument(f"too many levels of symbolic links in {path}")
             base = [] if target.startswith("/") else parts[:i]
-            parts = _normalize(base + target.split("/") + parts[i + 1:])
+            parts = normalize_parts(base + target.split("/") + parts[i + 1:])
             i = 0
         return parts
 

@@ -17,7 +17,7 @@ import os
 
 
 from berth.errors import NotFound
-from berth.fsutil import remove_tree
+from berth.fsutil import normalize_parts, remove_tree
 from berth.oci import digest as _digest
 from berth.oci.runtime import Mount
 
@@ -222,7 +222,7 @@ def read_layered(dirs: list[str], path: str, limit: int = 1 << 20) -> bytes | No
                 if _stat.S_ISLNK(st.st_mode):
                     target = os.readlink(current)
                     base = [] if target.startswith("/") else parts[:i]
-                    parts = _normalize(base + target.split("/") + parts[i + 1:])
+                    parts = normalize_parts(base + target.split("/") + parts[i + 1:])
                     redirected = True
                     break
                 if i == len(parts) - 1:
@@ -236,16 +236,3 @@ def read_layered(dirs: list[str], path: str, limit: int = 1 << 20) -> bytes | No
         if not redirected:
             return None
     return None
-
-
-def _normalize(parts: list[str]) -> list[str]:
-    out: list[str] = []
-    for p in parts:
-        if p in ("", "."):
-            continue
-        if p == "..":
-            if out:
-                out.pop()
-        else:
-            out.append(p)
-    return out
