@@ -335,27 +335,18 @@ def expand_heredoc(text: str, env) -> str:
     return "".join(out)
 
 
+_GO_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a",
+               "\b": "\\b", "\f": "\\f", "\v": "\\v"}
+
+
 def _go_quote(text: str) -> str:
     """Go's %q of a string (strconv.Quote), which Docker's messages and history use."""
     out = ['"']
     for ch in text:
         code = ord(ch)
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\a":
-            out.append("\\a")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif ch == "\v":
-            out.append("\\v")
+        escaped = _GO_ESCAPES.get(ch)
+        if escaped is not None:
+            out.append(escaped)
         elif code < 0x20 or code == 0x7f:
             out.append(f"\\x{code:02x}")
         elif ch.isprintable() or ch == " ":
