@@ -6,6 +6,7 @@ import json
 import sys
 
 from berth.cli import format as fmt
+from berth.cli.filters import label_match
 from berth.cli.flags import BOOL, LIST, VALUE, Flag, UsageError, parse, usage
 from berth.errors import BerthError, InvalidArgument, NotFound
 
@@ -86,21 +87,17 @@ PS_DEFAULT = ("table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Stat
 
 
 def parse_filters(items: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise InvalidArgument(f"bad format of filter (expected name=value): {item}")
-        if key not in PS_FILTERS:
-            raise InvalidArgument(f"invalid filter '{key}'")
+    from berth.cli.filters import parse_filters as parse
+
+    def check(key: str, value: str) -> None:
         if key == "status" and value not in STATUSES:
             raise InvalidArgument(f"invalid filter 'status={value}' (one of {', '.join(STATUSES)})")
         if key == "health" and value not in HEALTH:
             raise InvalidArgument(f"Unrecognised filter value for health: {value}")
         if key == "exited" and not value.lstrip("-").isdigit():
             raise InvalidArgument(f"invalid filter 'exited={value}': not an exit code")
-        out.setdefault(key, []).append(value)
-    return out
+
+    return parse(items, PS_FILTERS, check)
 
 
 def _search(pattern: str, text: str) -> bool:
@@ -110,11 +107,6 @@ def _search(pattern: str, text: str) -> bool:
         return re.search(pattern, text) is not None
     except re.error:
         return pattern in text
-
-
-def _label_match(labels: dict, wanted: str) -> bool:
-    key, eq, value = wanted.partition("=")
-    return key in labels and (not eq or labels[key] == value)
 
 
 class _Matcher:
@@ -140,7 +132,7 @@ class _Matcher:
         if "id" in f and not any(r["Id"].startswith(v) or _search(v, r["Id"]) for v in f["id"]):
             return False
         labels = r["Config"].get("Labels") or {}
-        if "label" in f and not all(_label_match(labels, v) for v in f["label"]):
+        if "label" in f and not all(label_match(labels, v) for v in f["label"]):
             return False
         if "exited" in f and (state["Running"] or state["StartedAt"].startswith("0001-")
                               or str(state["ExitCode"]) not in f["exited"]):

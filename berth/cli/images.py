@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from berth.cli import format as fmt
+from berth.cli.filters import label_match
 from berth.cli.flags import BOOL, LIST, VALUE, Flag, UsageError, parse, usage
 from berth.errors import BerthError, Conflict, InvalidArgument
 
@@ -156,7 +157,7 @@ def select_images(store, images, filters: dict[str, list[str]]) -> list[tuple]:
             continue
         if any(t <= b for b in bounds.get("since", ())):
             continue
-        if "label" in filters and not all(_label_matches(image, spec)
+        if "label" in filters and not all(label_match(image.config.config.labels, spec)
                                           for spec in filters["label"]):
             continue
         names = list(image.names) or [None]
@@ -165,12 +166,6 @@ def select_images(store, images, filters: dict[str, list[str]]) -> list[tuple]:
         rows += [(image, n) for n in names]
     rows.sort(key=lambda r: created(r[0]), reverse=True)
     return rows
-
-
-def _label_matches(image, spec: str) -> bool:
-    key, eq, value = spec.partition("=")
-    labels = image.config.config.labels or {}
-    return key in labels and (not eq or labels[key] == value)
 
 
 def cmd_images(g, argv) -> int:

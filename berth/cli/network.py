@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from berth.cli.filters import label_match, parse_filters, parse_pairs
 from berth.cli.flags import BOOL, LIST, VALUE, Flag, UsageError, parse, usage
 from berth.errors import BerthError, InvalidArgument, NotFound
 
@@ -66,16 +67,6 @@ def _require_root(what: str) -> None:
         raise FailedPrecondition(f"berth network {what} needs root: run it as root")
 
 
-def _pairs(items: list[str], what: str) -> dict:
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        if not key:
-            raise InvalidArgument(f"invalid {what}: {item!r}")
-        out[key] = value
-    return out
-
-
 def cmd_network_create(g, argv) -> int:
     values, pos = _parsed(argv, CREATE_FLAGS, "create", "[OPTIONS] NETWORK", "Create a network")
     if values is None:
@@ -89,22 +80,10 @@ def cmd_network_create(g, argv) -> int:
     _require_root("create")
     record = _networks(g).create(
         pos[0], subnet=(values["subnet"] or [None])[0], gateway=(values["gateway"] or [None])[0],
-        internal=values["internal"], labels=_pairs(values["label"], "label"),
-        options=_pairs(values["opt"], "option"), driver=values["driver"] or "bridge")
+        internal=values["internal"], labels=parse_pairs(values["label"], "label"),
+        options=parse_pairs(values["opt"], "option"), driver=values["driver"] or "bridge")
     sys.stdout.write(record["Id"] + "\n")
     return 0
-
-
-def _filters(items: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise InvalidArgument(f"bad format of filter (expected name=value): {item}")
-        if key not in ("driver", "id", "label", "name", "scope", "type"):
-            raise InvalidArgument(f"invalid filter '{key}'")
-        out.setdefault(key, []).append(value)
-    return out
 
 
 def _matches(record: dict, filters: dict) -> bool:
@@ -124,9 +103,7 @@ def _matches(record: dict, filters: dict) -> bool:
             kind = "builtin" if record["Name"] in PREDEFINED else "custom"
             ok = kind in values
         else:  # label
-            labels = record.get("Labels") or {}
-            ok = all(k in labels and (not eq or labels[k] == v)
-                     for k, eq, v in (x.partition("=") for x in values))
+            ok = all(label_match(record.get("Labels"), v) for v in values)
         if not ok:
             return False
     return True
@@ -138,7 +115,7 @@ def cmd_network_ls(g, argv) -> int:
         return 0
     if pos:
         raise UsageError('"berth network ls" accepts no arguments.')
-    filters = _filters(values["filter"])
+    filters = parse_filters(values["filter"], ("driver", "id", "label", "name", "scope", "type"))
     records = [r for r in _networks(g).list() if _matches(r, filters)]
     trunc = (lambda i: i) if values["no_trunc"] else (lambda i: i[:12])
     if values["quiet"]:

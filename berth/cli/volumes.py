@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from berth.cli.filters import label_match, parse_filters, parse_pairs
 from berth.cli.flags import BOOL, LIST, VALUE, Flag, UsageError, parse, usage
 from berth.errors import BerthError, InvalidArgument, NotFound
 
@@ -50,16 +51,6 @@ def _parsed(argv, flags, command, synopsis, description):
     return values, pos
 
 
-def _pairs(items: list[str], what: str) -> dict:
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        if not key:
-            raise InvalidArgument(f"invalid {what}: {item!r}")
-        out[key] = value
-    return out
-
-
 def cmd_volume_create(g, argv) -> int:
     values, pos = _parsed(argv, CREATE_FLAGS, "create", "[OPTIONS] [VOLUME]", "Create a volume")
     if values is None:
@@ -72,29 +63,11 @@ def cmd_volume_create(g, argv) -> int:
             raise InvalidArgument("conflicting options: either specify --name or provide "
                                   "positional arg, not both")
         name = pos[0]
-    info = _store(g).create(name or None, labels=_pairs(values["label"], "label"),
-                            options=_pairs(values["opt"], "option"),
+    info = _store(g).create(name or None, labels=parse_pairs(values["label"], "label"),
+                            options=parse_pairs(values["opt"], "option"),
                             driver=values["driver"] or "local")
     sys.stdout.write(info["Name"] + "\n")
     return 0
-
-
-def _filters(items: list[str], allowed: tuple[str, ...]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise InvalidArgument(f"bad format of filter (expected name=value): {item}")
-        if key not in allowed:
-            raise InvalidArgument(f"invalid filter '{key}'")
-        out.setdefault(key, []).append(value)
-    return out
-
-
-def _label_match(labels: dict | None, wanted: str) -> bool:
-    key, eq, value = wanted.partition("=")
-    labels = labels or {}
-    return key in labels and (not eq or labels[key] == value)
 
 
 def _name_match(name: str, pattern: str) -> bool:
@@ -117,7 +90,7 @@ def _matches(info: dict, filters: dict, used: set[str]) -> bool:
         elif key == "name":
             ok = any(_name_match(info["Name"], v) for v in values)
         elif key == "label":
-            ok = all(_label_match(info.get("Labels"), v) for v in values)
+            ok = all(label_match(info.get("Labels"), v) for v in values)
         elif key == "driver":
             ok = info["Driver"] in values
         else:
@@ -138,7 +111,7 @@ def cmd_volume_ls(g, argv) -> int:
         return 0
     if pos:
         raise UsageError('"berth volume ls" accepts no arguments.')
-    filters = _filters(values["filter"], ("dangling", "name", "label", "driver"))
+    filters = parse_filters(values["filter"], ("dangling", "name", "label", "driver"))
     volumes = _store(g).list()
     used = _used(_records(g)) if "dangling" in filters else set()
     volumes = [v for v in volumes if _matches(v, filters, used)]
@@ -202,7 +175,7 @@ def cmd_volume_prune(g, argv) -> int:
         return 0
     if pos:
         raise UsageError('"berth volume prune" accepts no arguments.')
-    filters = _filters(values["filter"], ("label", "label!"))
+    filters = parse_filters(values["filter"], ("label", "label!"))
     if not values["force"] and os.isatty(0):
         what = "all local volumes" if values["all"] else "anonymous local volumes"
         sys.stdout.write(f"WARNING! This will remove {what} not used by at least one container.\n"
@@ -216,8 +189,8 @@ def cmd_volume_prune(g, argv) -> int:
     def wanted(info: dict) -> bool:
         labels = info.get("Labels") or {}
         return ((values["all"] or is_anonymous(info))
-                and all(_label_match(labels, v) for v in filters.get("label", ()))
-                and not any(_label_match(labels, v) for v in filters.get("label!", ())))
+                and all(label_match(labels, v) for v in filters.get("label", ()))
+                and not any(label_match(labels, v) for v in filters.get("label!", ())))
 
     deleted = _store(g).prune(wanted, lambda: _used(_records(g)))
     if deleted:
