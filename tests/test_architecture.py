@@ -11,7 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # lowest first; a module may import its own layer and any layer listed before it
 LAYERS = [
-    {"berth.errors", "berth.fsutil", "berth.ipc", "berth.trace"},
+    {"berth.errors", "berth.fsutil", "berth.ipc", "berth.proc", "berth.trace"},
     {"berth.oci", "berth.linux"},
     {"berth.content", "berth.layer", "berth.runtime"},
     {"berth.snapshot", "berth.volume", "berth.network"},

@@ -19,7 +19,8 @@ from berth.container import users
 from berth.container.networking import ContainerNetworking, write_resolv_and_hosts
 from berth.container.networking import resolv_conf  # noqa: F401 - re-exported
 from berth.container.record import new_record
-from berth.container.store import ZERO_TIME, ContainerStore, process_start as _proc_start
+from berth.container.store import ZERO_TIME, ContainerStore
+from berth.proc import process_start as _proc_start
 from berth.container.volumes import remove_anonymous_volumes, resolve_volumes
 from berth.image import Image, ImageStore, now_rfc3339
 from berth.network.settings import DEFAULT_DNS, HOSTS_BASE  # noqa: F401 - re-exported

@@ -141,19 +141,3 @@ class _DirLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-
-
-def process_start(pid: int) -> int | None:
-    """The start time of a live `pid` in clock ticks since boot: tells a pid from its reuse.
-
-    None for a process that is gone, or dead but not yet reaped (a zombie).
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])

@@ -20,6 +20,7 @@ from berth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from berth.network import ipam
 from berth.network.host import BRIDGE_NAME_OPT, HostSide, bridge_of, subnet_of
 from berth.network.store import NetworkStore
+from berth.proc import process_start
 
 PREDEFINED = ("bridge", "host", "none")
 DEFAULT_ROOT = "/var/lib/berth"
@@ -30,24 +31,14 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
-def _start_time(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(b")") + 2:].split()
-    return None if fields[0] in (b"Z", b"X") else int(fields[19])
-
-
 def owner_of(cid: str, pid: int) -> str:
-    return f"{cid} {pid}:{_start_time(pid)}"
+    return f"{cid} {pid}:{process_start(pid)}"
 
 
 def owner_alive(text: str) -> bool:
     try:
         pid, start = text.split()[1].split(":")
-        return start != "None" and str(_start_time(int(pid))) == start
+        return start != "None" and str(process_start(int(pid))) == start
     except (IndexError, ValueError):
         return False
 

@@ -23,19 +23,11 @@ from berth import errors
 from berth import linux as L
 from berth.oci.runtime import Process, Spec
 from berth.runtime import cgroups
+from berth.proc import process_start
 
 # setns order: the user namespace first (it grants the rights for the others), the
 # mount namespace last (it changes our root, and /proc paths with it)
 NAMESPACE_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "mount")
-
-
-def _start_time(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    return int(raw[raw.rindex(b")") + 2:].split()[19])
 
 
 class ExecProcess:
@@ -72,7 +64,7 @@ class ExecProcess:
             for _, fd in ns_fds:
                 os.close(fd)
             raise errors.Conflict("the container is not running") from None
-        if expected_start_time is not None and _start_time(target) != expected_start_time:
+        if expected_start_time is not None and process_start(target) != expected_start_time:
             for _, fd in ns_fds:
                 os.close(fd)
             raise errors.Conflict("the container is not running")

@@ -27,6 +27,7 @@ import sys
 import time
 
 from berth.network.ipam import HOST_DIR
+from berth.proc import process_start
 
 DNS_DIR = "dns"
 
@@ -38,21 +39,11 @@ def pid_dir(base: str = HOST_DIR) -> str:
     return path
 
 
-def _start_time(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(b")") + 2:].split()
-    return None if fields[0] in (b"Z", b"X") else int(fields[19])
-
-
 def write_pid(bridge: str) -> None:
     from berth.fsutil import write_atomic
 
     pid = os.getpid()
-    write_atomic(os.path.join(pid_dir(), f"{bridge}.pid"), f"{pid} {_start_time(pid)}\n".encode(),
+    write_atomic(os.path.join(pid_dir(), f"{bridge}.pid"), f"{pid} {process_start(pid)}\n".encode(),
                  durable=False)
 
 
@@ -64,7 +55,7 @@ def running(bridge: str) -> int | None:
         pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    return pid if str(_start_time(pid)) == start else None
+    return pid if str(process_start(pid)) == start else None
 
 
 def start(root: str, network_id: str, bridge: str, timeout: float = 10.0) -> int:
@@ -142,16 +133,16 @@ def stop(bridge: str, timeout: float = 5.0) -> None:
         except OSError:
             ours = False
         if ours:
-            start_time = _start_time(pid)
+            start_time = process_start(pid)
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     break
                 deadline = time.monotonic() + timeout
-                while time.monotonic() < deadline and _start_time(pid) == start_time:
+                while time.monotonic() < deadline and process_start(pid) == start_time:
                     time.sleep(0.01)
-                if _start_time(pid) != start_time:
+                if process_start(pid) != start_time:
                     break
     for name in (f"{bridge}.pid", f"{bridge}.lock"):  # nothing holds them any more
         try:
