@@ -251,24 +251,20 @@ class Addresses:
             if not usable(self.net, self.prefixlen, ip) or ip == self.gateway:
                 raise InvalidArgument(f"no configured subnet contains IP address {wanted}, or it "
                                       "is the network's own, broadcast or gateway address")
-        with FileLock(self.lock_path, shared=True):
+
+        def take() -> str | None:
             if wanted is not None:
-                if self._take(wanted, owner):
-                    return wanted
-            else:
-                got = self._take_any(owner, prefer)
-                if got is not None:
-                    return got
-        if alive is not None:
+                return wanted if self._take(wanted, owner) else None
+            return self._take_any(owner, prefer)
+
+        with FileLock(self.lock_path, shared=True):
+            got = take()
+        if got is None and alive is not None:
             with FileLock(self.lock_path):
                 self._reclaim(alive)
-                if wanted is not None:
-                    if self._take(wanted, owner):
-                        return wanted
-                else:
-                    got = self._take_any(owner, prefer)
-                    if got is not None:
-                        return got
+                got = take()
+        if got is not None:
+            return got
         if wanted is not None:
             raise AlreadyExists(f"Address already in use: {wanted}")
         raise Unavailable(f"no available IPv4 address on network "
